@@ -1,0 +1,18 @@
+"""vgm: variational generative models you can trust, train on a CPU, and look inside."""
+__version__ = "0.1.0"
+
+from .ae import AE, AEConfig, PointMass
+from .base import Model
+from .checkpoint import load
+from .data import Splits
+from .data import load as load_data
+from .elbo import elbo, log_px
+from .errors import VgmError
+from .evaluate import evaluate
+from .registry import DATASETS, MODELS, register_dataset, register_model
+from .train import TrainConfig, fit
+from .vae import VAE, VAEConfig
+
+__all__ = ["AE", "AEConfig", "VAE", "VAEConfig", "Model", "PointMass", "Splits", "TrainConfig", "VgmError",
+           "elbo", "log_px", "evaluate", "fit", "load", "load_data", "register_model", "register_dataset",
+           "MODELS", "DATASETS"]

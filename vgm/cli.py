@@ -1,0 +1,299 @@
+"""The `vgm` command line: train, evaluate, sample, reconstruct.
+
+`vgm train MODEL` takes the trainer's and the data's options plus one option per field of the model's config
+dataclass (e.g. VAEConfig.latent_dim -> --latent-dim), so a newly registered model is trainable at once.
+Every user error ends in one line on stderr ("vgm: error: ...") and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import types
+import typing
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .checkpoint import load, read_json, write_json
+from .data import BINARIZE, DATA_DIR_ENV, Splits
+from .data import load as load_data
+from .errors import VgmError
+from .registry import DATASETS, MODELS
+from .train import TrainConfig, fit, resolve_device
+
+RUN_FILES = ("config.json", "model.json", "model.safetensors", "checkpoint.safetensors", "metrics.jsonl")
+DATA_DEFAULTS = {"data": "digits", "data_dir": None, "binarize": "none", "val_fraction": 0.1}
+SKIP_FIELDS = {"input_shape"}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"vgm: error: {message} (see {self.prog} --help)\n")
+
+
+def parse_tuple(text: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not vals or min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return vals
+
+
+def finite_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
+
+
+def add_config_arguments(p: argparse.ArgumentParser, config_cls, skip=SKIP_FIELDS) -> list[str]:
+    """One --flag per dataclass field (default None = 'not given'); returns the field names added."""
+    hints = typing.get_type_hints(config_cls)
+    names = []
+    for f in dataclasses.fields(config_cls):
+        if f.name in skip:
+            continue
+        t, flag = hints[f.name], "--" + f.name.replace("_", "-")
+        if isinstance(t, types.UnionType) or typing.get_origin(t) is typing.Union:
+            t = next(a for a in typing.get_args(t) if a is not type(None))
+        kw = dict(dest=f.name, default=None, help=f"{f.metadata.get('help', '')} (default: {f.default})".strip())
+        if "choices" in f.metadata:
+            kw["choices"] = f.metadata["choices"]
+        if t is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif typing.get_origin(t) is tuple:
+            p.add_argument(flag, type=parse_tuple, metavar="N,N,...", **kw)
+        elif t is float:
+            p.add_argument(flag, type=finite_float, **kw)
+        else:
+            p.add_argument(flag, type=t, **kw)
+        names.append(f.name)
+    return names
+
+
+def train_parser(kind: str) -> tuple[Parser, list[str], list[str]]:
+    cls = MODELS[kind]
+    p = Parser(prog=f"vgm train {kind}", description=(cls.__doc__ or "").strip().splitlines()[0])
+    d = p.add_argument_group("data")
+    d.add_argument("--data", choices=sorted(DATASETS), default=None, help="dataset (default: digits)")
+    d.add_argument("--data-dir", default=None, help=f"folder of an MNIST-layout dataset (or set {DATA_DIR_ENV})")
+    d.add_argument("--binarize", choices=BINARIZE, default=None, help="binarisation of the images (default: none)")
+    d.add_argument("--val-fraction", type=finite_float, default=None, help="share of training data held out for validation (default: 0.1)")
+    t = p.add_argument_group("training")
+    train_fields = add_config_arguments(t, TrainConfig)
+    m = p.add_argument_group(f"model ({kind})")
+    model_fields = add_config_arguments(m, cls.Config)
+    p.add_argument("--out", default=None, help=f"run folder (default: runs/{kind}-<data>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--force", action="store_true", help="replace a run already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    return p, train_fields, model_fields
+
+
+def cmd_train(argv: list[str]) -> int:
+    if not argv or argv[0].startswith("-") or argv[0] not in MODELS:
+        if argv and argv[0] in ("-h", "--help"):
+            print(f"usage: vgm train MODEL [options]   (MODEL: {', '.join(sorted(MODELS))}; vgm train MODEL --help)")
+            return 0
+        got = f" {argv[0]!r}" if argv else ""
+        raise VgmError(f"unknown model{got} (choose from {', '.join(sorted(MODELS))})" if got
+                       else f"vgm train needs a model: {', '.join(sorted(MODELS))}")
+    kind = argv[0]
+    p, train_fields, model_fields = train_parser(kind)
+    a = p.parse_args(argv[1:])
+    given = {k: v for k, v in vars(a).items() if v is not None}
+    data_given = {k: given[k] for k in DATA_DEFAULTS if k in given}
+    out = Path(a.out or f"runs/{kind}-{given.get('data', 'digits')}")
+    if a.resume and a.force:
+        raise VgmError("--resume and --force exclude each other")
+    if a.resume:
+        cfg = read_json(out / "config.json") if out.is_dir() else None
+        if cfg is None:
+            raise VgmError(f"nothing to resume: run folder {out} does not exist")
+        if cfg.get("kind") != kind:
+            raise VgmError(f"{out} holds a {cfg.get('kind')!r} run, not {kind!r}")
+        if not (out / "checkpoint.safetensors").exists():
+            raise VgmError(f"nothing to resume: {out} has no checkpoint.safetensors")
+        stored = {**cfg["data"], **cfg["train"], **cfg["model"]}
+        for k, v in given.items():
+            if k in stored and k not in ("epochs", "device") and json.loads(json.dumps(v)) != stored[k]:
+                raise VgmError(f"--{k.replace('_', '-')} {v} differs from the run's {stored[k]}; "
+                               "a resumed run keeps its configuration (only --epochs and --device may change)")
+        data_cfg = cfg["data"]
+        train_cfg = TrainConfig(**{**cfg["train"], **{k: given[k] for k in ("epochs", "device") if k in given}})
+        model_cfg = cfg["model"]
+    else:
+        present = [f for f in RUN_FILES if (out / f).exists()]
+        if present and not a.force:
+            raise VgmError(f"{out} already holds a run ({present[0]}); use --resume to continue it, "
+                           "--force to replace it, or another --out")
+        data_cfg = {**DATA_DEFAULTS, **data_given}
+        train_cfg = TrainConfig(**{k: given[k] for k in train_fields if k in given})
+        model_cfg = {k: given[k] for k in model_fields if k in given}
+    splits = load_data(data_cfg["data"], data_cfg["data_dir"], data_cfg["binarize"], data_cfg["val_fraction"])
+    device = resolve_device(train_cfg.device)
+    torch.manual_seed(train_cfg.seed)
+    cls = MODELS[kind]
+    try:
+        model = cls(cls.Config(**{**model_cfg, "input_shape": splits.shape}))
+    except (TypeError, ValueError) as e:
+        raise VgmError(f"bad model option: {e}") from None
+    if not a.resume:
+        if a.force:
+            for f in RUN_FILES:
+                (out / f).unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "config.json", {
+            "vgm_version": __version__, "kind": kind, "data": data_cfg,
+            "train": dataclasses.asdict(train_cfg),
+            "model": json.loads(json.dumps(dataclasses.asdict(model.config)))})
+    elif train_cfg.epochs != cfg["train"]["epochs"]:
+        cfg["train"]["epochs"] = train_cfg.epochs
+        write_json(out / "config.json", cfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    if not a.quiet:
+        print(f"{kind} ({n_params:,} parameters) on {data_cfg['data']} {tuple(splits.shape)}: "
+              f"{len(splits.train)} train / {len(splits.val)} val examples, device {device}, run folder {out}",
+              file=sys.stderr)
+    history = fit(model, splits, train_cfg, run_dir=out, resume=a.resume, progress=not a.quiet)
+    if history:
+        best = max(history, key=lambda r: r["val"].get("elbo", -r["val"]["loss"]))
+        print(f"done: best validation epoch {best['epoch']}: " +
+              ", ".join(f"{k} {v:.3f}" for k, v in best["val"].items()) + f"; model in {out}")
+    return 0
+
+
+def run_data(run_dir: Path, data_dir: str | None) -> tuple[dict, Splits]:
+    cfg = read_json(run_dir / "config.json")
+    d = dict(cfg["data"])
+    if data_dir:
+        d["data_dir"] = data_dir
+    return cfg, load_data(d["data"], d["data_dir"], d["binarize"], d["val_fraction"])
+
+
+def checked_split(model, splits: Splits, split: str) -> torch.Tensor:
+    x = splits.split(split)
+    expected = tuple(model.config.input_shape)
+    if tuple(x.shape[1:]) != expected:
+        raise VgmError(f"the data have examples of shape {tuple(x.shape[1:])}, "
+                       f"but the model was trained on {expected}")
+    return x
+
+
+def cmd_evaluate(argv: list[str]) -> int:
+    from .evaluate import evaluate
+    p = Parser(prog="vgm evaluate", description="ELBO, its terms, and the importance-weighted log p(x) of a run")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--iw-samples", type=int, default=1000, help="K for the importance-weighted bound (0: skip)")
+    p.add_argument("--split", choices=("train", "val", "test"), default="test")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--data-dir", default=None, help="where the run's data now are, if moved")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    a = p.parse_args(argv)
+    if a.iw_samples < 0 or a.batch_size < 1:
+        raise VgmError("--iw-samples must be >= 0 and --batch-size >= 1")
+    device = resolve_device(a.device)
+    model = load(a.run_dir, device)
+    _, splits = run_data(a.run_dir, a.data_dir)
+    x = checked_split(model, splits, a.split).to(device)
+    torch.manual_seed(a.seed)
+    res = {"run": str(a.run_dir), "kind": model.kind, "split": a.split,
+           **evaluate(model, x, a.iw_samples, a.batch_size)}
+    if a.json:
+        print(json.dumps(res))
+    else:
+        print(f"{a.run_dir} ({model.kind}) on {a.split} split: {res['n_examples']} examples of {res['dims']} values")
+        for k in ("elbo", "recon", "kl", "log_px", "elbo_gap", "bits_per_dim", "mse"):
+            if res.get(k) is not None:
+                unit = "bits/dim" if k == "bits_per_dim" else "per value" if k == "mse" else "nats"
+                label = f"log_px (K={a.iw_samples})" if k == "log_px" else k
+                print(f"  {label:<18} {res[k]:10.4f} {unit}")
+    return 0
+
+
+def cmd_sample(argv: list[str]) -> int:
+    from .plots import save_samples
+    p = Parser(prog="vgm sample", description="decode n prior samples into a grid")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("-n", type=int, default=64)
+    p.add_argument("--out", type=Path, default=None, help="PNG file (default: RUN_DIR/samples.png)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    a = p.parse_args(argv)
+    if a.n < 1:
+        raise VgmError("-n must be >= 1")
+    model = load(a.run_dir, resolve_device(a.device))
+    torch.manual_seed(a.seed)
+    x = model.sample(a.n)
+    out = a.out or a.run_dir / "samples.png"
+    if hasattr(model, "render_samples"):
+        model.render_samples(x, out)
+    else:
+        save_samples(out, x)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_reconstruct(argv: list[str]) -> int:
+    from .plots import save_reconstructions
+    p = Parser(prog="vgm reconstruct", description="originals (odd rows) above their reconstructions (even rows)")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("-n", type=int, default=32, help="number of examples (a multiple of 8)")
+    p.add_argument("--split", choices=("train", "val", "test"), default="test")
+    p.add_argument("--out", type=Path, default=None, help="PNG file (default: RUN_DIR/reconstructions.png)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--device", default="auto")
+    a = p.parse_args(argv)
+    if a.n < 1 or a.n % 8:
+        raise VgmError("-n must be a positive multiple of 8")
+    device = resolve_device(a.device)
+    model = load(a.run_dir, device)
+    _, splits = run_data(a.run_dir, a.data_dir)
+    x = checked_split(model, splits, a.split)[:a.n].to(device)
+    out = a.out or a.run_dir / "reconstructions.png"
+    save_reconstructions(out, x, model.reconstruct(x))
+    print(f"wrote {out}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, "reconstruct": cmd_reconstruct}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: vgm COMMAND ...\n\ncommands: {', '.join(COMMANDS)}\n"
+              f"models:   {', '.join(sorted(MODELS))}\n"
+              f"datasets: {', '.join(sorted(DATASETS))}\n\n`vgm COMMAND --help` for a command's options.")
+        return 0
+    if argv[0] == "--version":
+        print(f"vgm {__version__}")
+        return 0
+    if argv[0] not in COMMANDS:
+        print(f"vgm: error: unknown command {argv[0]!r} (choose from {', '.join(COMMANDS)})", file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except VgmError as e:
+        print(f"vgm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vgm: interrupted; the last epoch's checkpoint is intact (continue with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
