@@ -9,10 +9,11 @@ from .data import load as load_data
 from .elbo import elbo, log_px
 from .errors import VgmError
 from .evaluate import evaluate
-from .registry import DATASETS, MODELS, register_dataset, register_model
+from .registry import COMMANDS, DATASETS, EXPERIMENTS, MODELS, register_command, register_dataset, register_experiment, register_model
 from .train import TrainConfig, fit
 from .vae import VAE, VAEConfig
+from . import experiments  # noqa: F401,E402  (registers experiments)
 
 __all__ = ["AE", "AEConfig", "VAE", "VAEConfig", "Model", "PointMass", "Splits", "TrainConfig", "VgmError",
            "elbo", "log_px", "evaluate", "fit", "load", "load_data", "register_model", "register_dataset",
-           "MODELS", "DATASETS"]
+           "MODELS", "DATASETS", "EXPERIMENTS", "COMMANDS", "register_experiment", "register_command"]

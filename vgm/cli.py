@@ -1,4 +1,4 @@
-"""The `vgm` command line: train, evaluate, sample, reconstruct.
+"""The `vgm` command line: train, evaluate, sample, reconstruct, experiment (+ verbs other modules register).
 
 `vgm train MODEL` takes the trainer's and the data's options plus one option per field of the model's config
 dataclass (e.g. VAEConfig.latent_dim -> --latent-dim), so a newly registered model is trainable at once.
@@ -22,7 +22,7 @@ from .checkpoint import load, read_json, write_json
 from .data import BINARIZE, DATA_DIR_ENV, Splits
 from .data import load as load_data
 from .errors import VgmError
-from .registry import DATASETS, MODELS
+from .registry import COMMANDS, DATASETS, EXPERIMENTS, MODELS
 from .train import TrainConfig, fit, resolve_device
 
 RUN_FILES = ("config.json", "model.json", "model.safetensors", "checkpoint.safetensors", "metrics.jsonl")
@@ -145,8 +145,10 @@ def cmd_train(argv: list[str]) -> int:
     device = resolve_device(train_cfg.device)
     torch.manual_seed(train_cfg.seed)
     cls = MODELS[kind]
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    from_data = {k: v for k, v in {"input_shape": splits.shape, **splits.meta}.items() if k in fields}
     try:
-        model = cls(cls.Config(**{**model_cfg, "input_shape": splits.shape}))
+        model = cls(cls.Config(**{**model_cfg, **from_data}))
     except (TypeError, ValueError) as e:
         raise VgmError(f"bad model option: {e}") from None
     if not a.resume:
@@ -184,7 +186,7 @@ def run_data(run_dir: Path, data_dir: str | None) -> tuple[dict, Splits]:
 
 def checked_split(model, splits: Splits, split: str) -> torch.Tensor:
     x = splits.split(split)
-    expected = tuple(model.config.input_shape)
+    expected = tuple(getattr(model.config, "input_shape", x.shape[1:]))
     if tuple(x.shape[1:]) != expected:
         raise VgmError(f"the data have examples of shape {tuple(x.shape[1:])}, "
                        f"but the model was trained on {expected}")
@@ -210,17 +212,19 @@ def cmd_evaluate(argv: list[str]) -> int:
     _, splits = run_data(a.run_dir, a.data_dir)
     x = checked_split(model, splits, a.split).to(device)
     torch.manual_seed(a.seed)
-    res = {"run": str(a.run_dir), "kind": model.kind, "split": a.split,
-           **evaluate(model, x, a.iw_samples, a.batch_size)}
+    scores = model.evaluate(x, a.iw_samples, a.batch_size) if hasattr(model, "evaluate") else \
+        evaluate(model, x, a.iw_samples, a.batch_size)
+    res = {"run": str(a.run_dir), "kind": model.kind, "split": a.split, **scores}
     if a.json:
         print(json.dumps(res))
     else:
         print(f"{a.run_dir} ({model.kind}) on {a.split} split: {res['n_examples']} examples of {res['dims']} values")
-        for k in ("elbo", "recon", "kl", "log_px", "elbo_gap", "bits_per_dim", "mse"):
-            if res.get(k) is not None:
-                unit = "bits/dim" if k == "bits_per_dim" else "per value" if k == "mse" else "nats"
-                label = f"log_px (K={a.iw_samples})" if k == "log_px" else k
-                print(f"  {label:<18} {res[k]:10.4f} {unit}")
+        for k, v in res.items():
+            if k in ("n_examples", "dims", "iw_samples") or not isinstance(v, (int, float)):
+                continue
+            unit = "bits/dim" if k == "bits_per_dim" else "per value" if k == "mse" else "nats"
+            label = f"log_px (K={a.iw_samples})" if k == "log_px" and res.get("iw_samples") else k
+            print(f"  {label:<18} {v:10.4f} {unit}")
     return 0
 
 
@@ -264,15 +268,38 @@ def cmd_reconstruct(argv: list[str]) -> int:
     _, splits = run_data(a.run_dir, a.data_dir)
     x = checked_split(model, splits, a.split)[:a.n].to(device)
     out = a.out or a.run_dir / "reconstructions.png"
-    save_reconstructions(out, x, model.reconstruct(x))
+    if hasattr(model, "render_reconstructions"):
+        model.render_reconstructions(x, model.reconstruct(x), out)
+    else:
+        save_reconstructions(out, x, model.reconstruct(x))
     print(f"wrote {out}")
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, "reconstruct": cmd_reconstruct}
+def cmd_experiment(argv: list[str]) -> int:
+    p = Parser(prog="vgm experiment", description="reproduce one of the field's classic claims: figures and a table")
+    p.add_argument("name", choices=[*sorted(EXPERIMENTS), "all"])
+    p.add_argument("--out", type=Path, default=Path("runs/experiments"), help="folder; each experiment writes OUT/NAME/")
+    p.add_argument("--quick", action="store_true", help="small settings (about a minute each), for tests")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None, help=f"an MNIST-layout folder to run on as well (or set {DATA_DIR_ENV})")
+    a = p.parse_args(argv)
+    names = sorted(EXPERIMENTS) if a.name == "all" else [a.name]
+    for name in names:
+        out = a.out / name
+        out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(a.seed)
+        EXPERIMENTS[name](out=out, quick=a.quick, seed=a.seed, data_dir=a.data_dir)
+        print(f"wrote {out}")
+    return 0
+
+
+COMMANDS.update({"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample,
+                 "reconstruct": cmd_reconstruct, "experiment": cmd_experiment})
 
 
 def main(argv: list[str] | None = None) -> int:
+    import vgm  # noqa: F401  (registers every model, dataset, experiment and command)
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(f"usage: vgm COMMAND ...\n\ncommands: {', '.join(COMMANDS)}\n"

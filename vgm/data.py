@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import gzip
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ class Splits:
     test_labels: torch.Tensor | None = None
     binarize: str = "none"
     name: str = ""
+    meta: dict = field(default_factory=dict)   # e.g. vocabulary; fills same-named model config fields
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -51,7 +52,7 @@ class Splits:
     def to(self, device) -> "Splits":
         move = lambda t: None if t is None else t.to(device)
         return Splits(move(self.train), move(self.val), move(self.test), move(self.train_labels),
-                      move(self.val_labels), move(self.test_labels), self.binarize, self.name)
+                      move(self.val_labels), move(self.test_labels), self.binarize, self.name, self.meta)
 
 
 def load(name: str = "digits", data_dir: str | None = None, binarize: str = "none",

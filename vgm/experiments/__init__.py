@@ -1,0 +1,54 @@
+"""Experiments: each classic claim of the field, reproduced by `vgm experiment NAME`.
+
+An experiment is a function run(out: Path, quick: bool, seed: int, data_dir: str | None) registered with
+@register_experiment("name"). It writes its PNG figures into `out` and ends with `write_results`, which
+writes results.json (read by `vgm report`) and results.md (the table, for humans).
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from ..checkpoint import atomic_write, write_json
+
+
+def command_line(name: str, quick: bool, seed: int, data_dir: str | None) -> str:
+    parts = ["vgm", "experiment", name, "--seed", str(seed)] + (["--quick"] if quick else [])
+    if data_dir:
+        parts += ["--data-dir", str(data_dir)]
+    return shlex.join(parts)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else "" if v is None else str(v)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(out: Path, *, name: str, title: str, claim: str, command: str, table: list[dict],
+                  figures: list[str], verdict: str, held: bool | None, notes: str = "", **extra) -> dict:
+    """Write results.json and results.md for one experiment and return the JSON dict.
+
+    title: short heading; claim: the claim as stated on the cards; table: rows of plain numbers/strings;
+    figures: PNG file names inside `out`; verdict: one line computed from the numbers; held: whether the
+    claim held (None when the experiment states no direction); extra: any further JSON-able results.
+    """
+    out = Path(out)
+    for f in figures:
+        if not (out / f).is_file():
+            raise FileNotFoundError(f"experiment {name}: figure {f} was not written")
+    res = {"name": name, "title": title, "claim": claim, "command": command, "verdict": verdict,
+           "held": held, "table": table, "figures": figures, "notes": notes, **extra}
+    write_json(out / "results.json", json.loads(json.dumps(res, default=float)))
+    md = [f"# {title}", "", f"> {claim}", "", f"**Verdict:** {verdict}", "", markdown_table(table)]
+    md += [f"![{f}]({f})" for f in figures]
+    md += ["", f"Reproduce: `{command}`", ""] + ([notes, ""] if notes else [])
+    atomic_write(out / "results.md", "\n".join(md).encode())
+    print(f"{title}: {verdict}", file=sys.stderr)
+    return res
