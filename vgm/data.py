@@ -70,8 +70,12 @@ def load(name: str = "digits", data_dir: str | None = None, binarize: str = "non
 
 
 def image_splits(train_x: np.ndarray, train_y, test_x: np.ndarray, test_y, binarize: str,
-                 val_fraction: float, source: str) -> Splits:
-    """Check image arrays in [0, 1], carve the fixed validation split, binarise as asked."""
+                 val_fraction: float, source: str, levels: int = 0) -> Splits:
+    """Check image arrays in [0, 1], carve the fixed validation split, binarise as asked.
+
+    levels: the number of grey levels k/(L−1) the values take (0: continuous); meta["levels"] tells models
+    that dequantize (flows, VAE --dequantize) the scale; binarised data have 2.
+    """
     for what, arr in (("training", train_x), ("test", test_x)):
         if not np.isfinite(arr).all():
             raise VgmError(f"{source}: the {what} images contain NaN or infinite values")
@@ -84,14 +88,16 @@ def image_splits(train_x: np.ndarray, train_y, test_x: np.ndarray, test_y, binar
         raise VgmError(f"{source}: too few training images ({len(train_x)}) to carve a validation split")
     val_idx, tr_idx = perm[:n_val], perm[n_val:]
     t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)
-    lab = lambda y, i=None: None if y is None else torch.as_tensor(y if i is None else y[i], dtype=torch.long)
+    lab = lambda y, i=None: None if y is None else torch.tensor(y if i is None else y[i], dtype=torch.long)
     train, val, test = t(train_x[tr_idx]), t(train_x[val_idx]), t(test_x)
     if binarize in ("static", "dynamic"):
         g = torch.Generator().manual_seed(SPLIT_SEED)
         val, test = torch.bernoulli(val, generator=g), torch.bernoulli(test, generator=g)
         if binarize == "static":
             train = torch.bernoulli(train, generator=g)
-    return Splits(train, val, test, lab(train_y, tr_idx), lab(train_y, val_idx), lab(test_y))
+    levels = 2 if binarize in ("static", "dynamic") else levels
+    return Splits(train, val, test, lab(train_y, tr_idx), lab(train_y, val_idx), lab(test_y),
+                  meta={"levels": levels})
 
 
 @register_dataset("digits")
@@ -104,7 +110,7 @@ def load_digits(data_dir=None, binarize="none", val_fraction=0.1) -> Splits:
     perm = np.random.default_rng(SPLIT_SEED + 1).permutation(len(x))
     n_test = len(x) // 5
     te, tr = perm[:n_test], perm[n_test:]
-    return image_splits(x[tr], d.target[tr], x[te], d.target[te], binarize, val_fraction, "digits")
+    return image_splits(x[tr], d.target[tr], x[te], d.target[te], binarize, val_fraction, "digits", levels=17)
 
 
 IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -169,4 +175,6 @@ def load_mnist(data_dir=None, binarize="none", val_fraction=0.1) -> Splits:
         if y is not None and y.shape != (n,):
             raise VgmError(f"{p}: {y.shape[0]} labels for {n} images")
         labels.append(y)
-    return image_splits(train_x, labels[0], test_x, labels[1], binarize, val_fraction, str(folder))
+    on_lattice = lambda a: np.array_equal(np.round(a * 255) / 255, a)       # 8-bit grey levels k/255
+    levels = 256 if on_lattice(train_x) and on_lattice(test_x) else 0
+    return image_splits(train_x, labels[0], test_x, labels[1], binarize, val_fraction, str(folder), levels)

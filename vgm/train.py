@@ -22,7 +22,7 @@ from .errors import VgmError
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30
+    epochs: int = 100
     batch_size: int = 128
     lr: float = 1e-3
     seed: int = 0

@@ -53,11 +53,11 @@ class VAE(Model):
 
     @property
     def prior(self) -> Distribution:
-        return Independent(Normal(self.prior_loc, self.prior_scale), 1)
+        return Independent(Normal(self.prior_loc, self.prior_scale, validate_args=False), 1)
 
     def encode(self, x: torch.Tensor) -> Distribution:
         mu, s = self.encoder(x).chunk(2, dim=-1)
-        return Independent(Normal(mu, F.softplus(s) + 1e-6), 1)
+        return Independent(Normal(mu, F.softplus(s) + 1e-6, validate_args=False), 1)
 
     def decode(self, z: torch.Tensor) -> Distribution:
         return self.likelihood(self.decoder(z))

@@ -1,0 +1,152 @@
+"""Training behaviour: learning, save/load, exact resume, NaN stop, data loading, architectures."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import vgm
+from vgm.data import load as load_data
+from vgm.train import TrainConfig, fit
+
+
+def small_vae(shape=(1, 8, 8), **kw):
+    torch.manual_seed(0)
+    return vgm.VAE(input_shape=shape, latent_dim=kw.pop("latent_dim", 8), hidden=kw.pop("hidden", (128, 64)), **kw)
+
+
+def test_training_improves_validation_elbo_clearly():
+    data = load_data("digits")
+    model = small_vae()
+    before = vgm.train.evaluate_terms(model, data.val)["elbo"]
+    hist = fit(model, data, TrainConfig(epochs=40, batch_size=64, seed=0), progress=False)
+    after = max(r["val"]["elbo"] for r in hist)
+    assert after > before + 10, (before, after)      # nats per 64-value image
+    assert hist[-1]["train"]["kl"] > 1               # the latent code is in use
+    # fit leaves the best validation epoch's weights in the model
+    torch.manual_seed(0)
+    now = vgm.train.evaluate_terms(model, data.val)["elbo"]
+    assert abs(now - after) < 1.5                    # one-sample ELBO noise
+
+
+def test_save_load_gives_identical_outputs(tmp_path):
+    model = small_vae(likelihood="gaussian", learn_sigma=True, arch="conv", hidden=(32,))
+    with torch.no_grad():
+        model.likelihood.raw_sigma.fill_(-1.3)
+    model.save(tmp_path)
+    loaded = vgm.load(tmp_path)
+    assert type(loaded) is vgm.VAE and loaded.config == model.config
+    x = torch.rand(5, 1, 8, 8)
+    model.eval()
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+    torch.testing.assert_close(loaded.encode(x).mean, model.encode(x).mean, rtol=0, atol=0)
+    torch.testing.assert_close(loaded.reconstruct(x), model.reconstruct(x), rtol=0, atol=0)
+    torch.manual_seed(1); s1 = model.sample(4)
+    torch.manual_seed(1); s2 = loaded.sample(4)
+    assert torch.equal(s1, s2)
+    ae = vgm.AE(input_shape=(1, 8, 8), latent_dim=3, hidden=(16,), recon_loss="mse")
+    ae.save(tmp_path / "ae")
+    assert torch.equal(vgm.load(tmp_path / "ae").reconstruct(x), ae.eval().reconstruct(x))
+
+
+@pytest.mark.parametrize("binarize", ["none", "dynamic"])
+def test_resumed_training_equals_uninterrupted(tmp_path, binarize):
+    data = load_data("digits", binarize=binarize)
+    cfg = TrainConfig(epochs=4, batch_size=100, seed=3)
+    full = small_vae()
+    h_full = fit(full, data, cfg, run_dir=tmp_path / "full", progress=False)
+    part = small_vae()
+    fit(part, data, TrainConfig(epochs=2, batch_size=100, seed=3), run_dir=tmp_path / "part", progress=False)
+    # an interrupted epoch 3 leaves a cut-off metrics line behind; resume must drop it
+    with open(tmp_path / "part" / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 3, "tr')
+    again = small_vae()
+    h_res = fit(again, data, cfg, run_dir=tmp_path / "part", resume=True, progress=False)
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]
+    assert strip(h_res) == strip(h_full)
+    for a, b in zip(full.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+    lines = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(l)["epoch"] for l in lines] == [1, 2, 3, 4]
+
+
+class NaNAfter(vgm.VAE):
+    """A VAE whose loss turns NaN at its 7th training step."""
+    steps = 0
+
+    def loss(self, x):
+        t = super().loss(x)
+        if self.training:
+            NaNAfter.steps += 1
+            if NaNAfter.steps == 7:
+                t["loss"] = t["loss"] * float("nan")
+        return t
+
+
+def test_nan_loss_stops_with_epoch_and_step_and_keeps_checkpoint(tmp_path):
+    data = load_data("digits")
+    torch.manual_seed(0)
+    model = NaNAfter(input_shape=(1, 8, 8), latent_dim=4, hidden=(32,))
+    NaNAfter.steps = 0
+    # 1294 training digits / 256 per batch = 6 steps per epoch: step 7 is epoch 2, step 1
+    with pytest.raises(vgm.VgmError, match=r"epoch 2, step 1\b"):
+        fit(model, data, TrainConfig(epochs=3, batch_size=256, log_every=50), run_dir=tmp_path, progress=False)
+    from vgm.checkpoint import read_safetensors
+    _, meta = read_safetensors(tmp_path / "checkpoint.safetensors")
+    assert json.loads(meta["info"])["epoch"] == 1
+    state, _ = read_safetensors(tmp_path / "model.safetensors")
+    assert all(torch.isfinite(v).all() for v in state.values())
+
+
+def test_digits_splits_are_fixed_and_disjoint():
+    a, b = load_data("digits"), load_data("digits", val_fraction=0.1)
+    assert a.train.shape == (1294, 1, 8, 8) and a.val.shape == (144, 1, 8, 8) and a.test.shape == (359, 1, 8, 8)
+    assert torch.equal(a.val, b.val) and torch.equal(a.test, b.test)
+    rows = lambda t: {r.numpy().tobytes() for r in t.flatten(1)}
+    # digits has duplicate images, so compare counts of overlap against the size of the test split
+    assert len(rows(a.test) & rows(a.train)) < 0.05 * len(a.test)
+    assert 0 <= a.train.min() and a.train.max() <= 1
+
+
+def test_binarization_modes():
+    static = load_data("digits", binarize="static")
+    assert set(static.train.unique().tolist()) <= {0.0, 1.0}
+    dyn = load_data("digits", binarize="dynamic")
+    assert dyn.train.unique().numel() > 2                  # grey levels, redrawn by the trainer each epoch
+    assert set(dyn.test.unique().tolist()) <= {0.0, 1.0}   # evaluation data are fixed
+    assert torch.equal(dyn.test, load_data("digits", binarize="dynamic").test)
+
+
+@pytest.mark.parametrize("side", [8, 28, 64])
+def test_conv_and_mlp_backbones_keep_shapes(side):
+    for arch in ("mlp", "conv"):
+        m = small_vae((1, side, side), arch=arch, hidden=(32,), latent_dim=5)
+        x = torch.rand(3, 1, side, side)
+        assert m.decode(m.encode(x).rsample()).mean.shape == x.shape
+        assert m.decode(torch.zeros(2, 3, 5)).mean.shape == (2, 3, 1, side, side)   # extra sample dimension
+        assert m.loss(x)["loss"].shape == (3,)
+
+
+def test_standard_64x64_architecture():
+    m = vgm.VAE(input_shape=(1, 64, 64), arch="conv", hidden=(256,), latent_dim=10)
+    convs = [l for l in m.encoder.conv if isinstance(l, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [32, 32, 64, 64] and all(c.stride == (2, 2) for c in convs)
+
+
+def test_mnist_subset_loads(mnist10k):
+    d = load_data("mnist", str(mnist10k))
+    assert d.train.shape == (7200, 1, 28, 28) and d.val.shape == (800, 1, 28, 28)
+    assert d.test.shape == (2000, 1, 28, 28) and d.test_labels.shape == (2000,)
+    assert 0.1 < d.train.mean() < 0.15                      # MNIST's mean grey level is about 0.13
+
+
+def test_mnist_training_run(mnist10k):
+    d = load_data("mnist", str(mnist10k), binarize="dynamic")
+    d.train, d.val = d.train[:2000], d.val[:300]
+    torch.manual_seed(0)
+    m = vgm.VAE(input_shape=(1, 28, 28), latent_dim=16, arch="conv", hidden=(128,))
+    h = fit(m, d, TrainConfig(epochs=3, batch_size=128), progress=False)
+    assert h[-1]["val"]["elbo"] > h[0]["val"]["elbo"] + 5, [r["val"]["elbo"] for r in h]
