@@ -55,4 +55,4 @@ def write_results(out: Path, *, name: str, title: str, claim: str, command: str,
 
 
 # the experiments (each module registers itself; imported last, as they use write_results above)
-from . import ae_vs_vae, latent_dim, reparam  # noqa: E402,F401
+from . import ae_vs_vae, elbo_gap, generate, latent_dim, posterior, reparam  # noqa: E402,F401
