@@ -13,6 +13,7 @@ from .registry import COMMANDS, DATASETS, EXPERIMENTS, MODELS, register_command,
 from .train import TrainConfig, fit
 from .vae import VAE, VAEConfig
 from . import experiments  # noqa: F401,E402  (registers experiments)
+from .experiments import beta_sweep  # noqa: F401,E402  (disentanglement: dsprites data, betavae, tcvae, vgm metrics, beta-sweep)
 
 __all__ = ["AE", "AEConfig", "VAE", "VAEConfig", "Model", "PointMass", "Splits", "TrainConfig", "VgmError",
            "elbo", "log_px", "evaluate", "fit", "load", "load_data", "register_model", "register_dataset",
