@@ -12,6 +12,7 @@ from .evaluate import evaluate
 from .registry import COMMANDS, DATASETS, EXPERIMENTS, MODELS, register_command, register_dataset, register_experiment, register_model
 from .train import TrainConfig, fit
 from .vae import VAE, VAEConfig
+from . import flows  # noqa: F401,E402  (normalizing flows: realnvp, maf, nsf; 2-D toy data)
 from . import experiments  # noqa: F401,E402  (registers experiments)
 from .experiments import beta_sweep  # noqa: F401,E402  (disentanglement: dsprites data, betavae, tcvae, vgm metrics, beta-sweep)
 

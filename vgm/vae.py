@@ -6,14 +6,16 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch.distributions import Distribution, Independent, Normal
 
 from .base import Model
+from .dequantize import bits_per_dim, dequantize, eval_noise, log_scale
 from .elbo import elbo
+from .evaluate import evaluate
 from .likelihood import Likelihood
 from .nets import Decoder, Encoder
 from .registry import register_model
@@ -29,6 +31,9 @@ class VAEConfig:
     sigma: float = 0.1                     # gaussian σ (its initial value when learned)
     learn_sigma: bool = False
     beta: float = 1.0                      # weight of the KL term (β-VAE when > 1)
+    levels: int = field(default=0, metadata={"help": "grey levels of the data; set from the dataset (0: continuous)"})
+    dequantize: bool = field(default=False, metadata={"help": "model y = (k + u)/L with a gaussian likelihood, "
+                                                      "scored on the discrete scale, comparable with flows"})
 
 
 @register_model("vae")
@@ -45,6 +50,9 @@ class VAE(Model):
             raise ValueError(f"latent_dim must be >= 1, got {c.latent_dim}")
         if c.beta < 0:
             raise ValueError(f"beta must be >= 0, got {c.beta}")
+        if c.dequantize and (c.likelihood != "gaussian" or c.levels < 2):
+            raise ValueError("dequantize needs a density on [0, 1] (likelihood gaussian) and data with grey "
+                             f"levels (digits, mnist); got likelihood {c.likelihood!r}, levels {c.levels}")
         self.encoder = Encoder(c.arch, c.input_shape, c.hidden, 2 * c.latent_dim)
         self.decoder = Decoder(c.arch, c.input_shape, c.hidden, c.latent_dim)
         self.likelihood = Likelihood(c.likelihood, len(c.input_shape), c.sigma, c.learn_sigma)
@@ -63,7 +71,29 @@ class VAE(Model):
         return self.likelihood(self.decoder(z))
 
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per example: recon = −log p(x|z), kl = KL(q‖p), elbo = −(recon + kl), loss = recon + β·kl."""
+        """Per example: recon = −log p(x|z), kl = KL(q‖p), elbo = −(recon + kl), loss = recon + β·kl.
+
+        With dequantize, x is replaced by y = (k + u)/L and recon by −(log p(y|z) − D log L), the discrete scale.
+        """
+        if self.config.dequantize:
+            x = dequantize(x, self.config.levels)
         terms = elbo(self, x)
+        if self.config.dequantize:
+            terms["recon"] = terms["recon"] - log_scale(self.config.levels, x[0].numel())
+            terms["elbo"] = -(terms["recon"] + terms["kl"])
         terms["loss"] = terms["recon"] + self.config.beta * terms["kl"]
         return terms
+
+    def evaluate(self, x: torch.Tensor, iw_samples: int = 1000, batch_size: int = 500) -> dict:
+        """vgm.evaluate; with dequantize, on y = (k + u)/L with the fixed evaluation noise of vgm.dequantize
+        (the same y a flow is scored on), and elbo, recon, log_px, bits_per_dim on the discrete scale."""
+        if not self.config.dequantize:
+            return evaluate(self, x, iw_samples, batch_size)
+        out = evaluate(self, dequantize(x, self.config.levels, eval_noise(x)), iw_samples, batch_size)
+        shift = log_scale(self.config.levels, out["dims"])
+        out["recon"] -= shift
+        out["elbo"] += shift
+        if out["log_px"] is not None:
+            out["log_px"] += shift
+            out["bits_per_dim"] = bits_per_dim(out["log_px"], out["dims"])
+        return {**out, "levels": self.config.levels}
