@@ -14,6 +14,7 @@ from .train import TrainConfig, fit
 from .vae import VAE, VAEConfig
 from . import flows  # noqa: F401,E402  (normalizing flows: realnvp, maf, nsf; 2-D toy data)
 from . import experiments  # noqa: F401,E402  (registers experiments)
+from . import report  # noqa: F401,E402  (vgm report DIR: every experiment's results in one HTML page)
 from .experiments import beta_sweep  # noqa: F401,E402  (disentanglement: dsprites data, betavae, tcvae, vgm metrics, beta-sweep)
 
 __all__ = ["AE", "AEConfig", "VAE", "VAEConfig", "Model", "PointMass", "Splits", "TrainConfig", "VgmError",
