@@ -5,7 +5,7 @@ VAE's — decoding z ~ N(0, I) is exactly what shows that an AE's latent space i
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -46,9 +46,9 @@ class PointMass(Distribution):
 class AEConfig:
     input_shape: tuple[int, ...] = (1, 28, 28)
     latent_dim: int = 16
-    arch: str = "mlp"                      # mlp | conv
-    hidden: tuple[int, ...] = (512, 256)
-    recon_loss: str = "bce"                # bce (data in [0, 1]) | mse
+    arch: str = field(default="mlp", metadata={"choices": ("mlp", "conv"), "help": "backbone"})
+    hidden: tuple[int, ...] = field(default=(512, 256), metadata={"help": "encoder widths; the decoder mirrors them"})
+    recon_loss: str = field(default="bce", metadata={"choices": ("bce", "mse"), "help": "reconstruction error"})
 
 
 @register_model("ae")

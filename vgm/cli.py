@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .checkpoint import load, read_json, write_json
+from .checkpoint import load, read_json, read_safetensors, write_json
 from .data import BINARIZE, DATA_DIR_ENV, Splits
 from .data import load as load_data
 from .errors import VgmError
@@ -125,6 +125,7 @@ def cmd_train(argv: list[str]) -> int:
             raise VgmError(f"{out} holds a {cfg.get('kind')!r} run, not {kind!r}")
         if not (out / "checkpoint.safetensors").exists():
             raise VgmError(f"nothing to resume: {out} has no checkpoint.safetensors")
+        read_safetensors(out / "checkpoint.safetensors")      # fail before any output if it is corrupt
         stored = {**cfg["data"], **cfg["train"], **cfg["model"]}
         for k, v in given.items():
             if k in stored and k not in ("epochs", "device") and json.loads(json.dumps(v)) != stored[k]:
@@ -223,6 +224,7 @@ def cmd_evaluate(argv: list[str]) -> int:
             if k in ("n_examples", "dims", "iw_samples") or not isinstance(v, (int, float)):
                 continue
             unit = "bits/dim" if k == "bits_per_dim" else "per value" if k == "mse" else "nats"
+            unit = res.get("units", {}).get(k, unit)      # a model's evaluate() may name its own units
             label = f"log_px (K={a.iw_samples})" if k == "log_px" and res.get("iw_samples") else k
             print(f"  {label:<18} {v:10.4f} {unit}")
     return 0

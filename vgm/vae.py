@@ -25,12 +25,12 @@ from .registry import register_model
 class VAEConfig:
     input_shape: tuple[int, ...] = (1, 28, 28)
     latent_dim: int = 16
-    arch: str = "mlp"                      # mlp | conv
-    hidden: tuple[int, ...] = (512, 256)   # encoder widths; the decoder mirrors them
-    likelihood: str = "bernoulli"          # bernoulli | gaussian
-    sigma: float = 0.1                     # gaussian σ (its initial value when learned)
-    learn_sigma: bool = False
-    beta: float = 1.0                      # weight of the KL term (β-VAE when > 1)
+    arch: str = field(default="mlp", metadata={"choices": ("mlp", "conv"), "help": "backbone"})
+    hidden: tuple[int, ...] = field(default=(512, 256), metadata={"help": "encoder widths; the decoder mirrors them"})
+    likelihood: str = field(default="bernoulli", metadata={"choices": ("bernoulli", "gaussian"), "help": "p(x|z)"})
+    sigma: float = field(default=0.1, metadata={"help": "gaussian σ (its initial value when learned)"})
+    learn_sigma: bool = field(default=False, metadata={"help": "learn one σ shared by all values"})
+    beta: float = field(default=1.0, metadata={"help": "weight of the KL term (β-VAE when > 1)"})
     levels: int = field(default=0, metadata={"help": "grey levels of the data; set from the dataset (0: continuous)"})
     dequantize: bool = field(default=False, metadata={"help": "model y = (k + u)/L with a gaussian likelihood, "
                                                       "scored on the discrete scale, comparable with flows"})
