@@ -15,6 +15,7 @@ from .vae import VAE, VAEConfig
 from . import flows  # noqa: F401,E402  (normalizing flows: realnvp, maf, nsf; 2-D toy data)
 from . import experiments  # noqa: F401,E402  (registers experiments)
 from . import report  # noqa: F401,E402  (vgm report DIR: every experiment's results in one HTML page)
+from .experiments import collapse  # noqa: F401,E402  (sequence VAEs: names/text/co2/digit-rows data, seqvae, vrnn, vgm interpolate)
 from .experiments import beta_sweep  # noqa: F401,E402  (disentanglement: dsprites data, betavae, tcvae, vgm metrics, beta-sweep)
 
 __all__ = ["AE", "AEConfig", "VAE", "VAEConfig", "Model", "PointMass", "Splits", "TrainConfig", "VgmError",

@@ -1,0 +1,309 @@
+"""Sequence VAEs (seqvae, vrnn): data, masks, bounds, collapse diagnostics, generation, CLI."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import vgm
+from vgm.cli import main
+from vgm.data import Splits
+from vgm.data import load as load_data
+from vgm.seqvae import SeqVAE
+from vgm.sequences import (BOS, EOS, FIRST, PAD, UNK, encode_text, free_bits_kl, kl_weight, mask, to_text)
+from vgm.train import TrainConfig, fit
+from vgm.vrnn import VRNN
+
+from conftest import MNIST10K
+
+
+@pytest.fixture(scope="module")
+def names() -> Splits:
+    return load_data("names")
+
+
+def small(splits: Splits, n: int = 1200) -> Splits:
+    return Splits(splits.train[:n], splits.val[:200], splits.test[:200], name=splits.name, meta=splits.meta)
+
+
+def text_model(cls, splits, **kw):
+    torch.manual_seed(0)
+    keys = ("likelihood", "alphabet", "input_dim", "max_len")
+    return cls(cls.Config(**{k: splits.meta[k] for k in keys if hasattr(cls.Config, k)},
+                          hidden=64, embed_dim=16, latent_dim=8, **kw))
+
+
+@pytest.fixture(scope="module")
+def trained(names):
+    """A seqvae with free bits (so z carries information), trained briefly on the names."""
+    model = text_model(SeqVAE, names, free_bits=0.25)
+    fit(model, small(names, 2500), TrainConfig(epochs=3, batch_size=64, lr=3e-3, device="cpu"), progress=False)
+    return model.eval()
+
+
+# ----- data ------------------------------------------------------------------------------------------------
+
+def test_names_splits_alphabet_and_tokens(names):
+    tr, va, te = names.train, names.val, names.test
+    assert len(tr) + len(va) + len(te) > 5000 and names.meta["alphabet"] == "abcdefghijklmnopqrstuvwxyz"
+    lines = {s: to_text(x, names.meta["alphabet"]) for s, x in (("tr", tr), ("va", va), ("te", te))}
+    assert not set(lines["tr"]) & set(lines["te"]) and not set(lines["tr"]) & set(lines["va"])
+    for x in (tr, va, te):
+        n_tokens = mask(x).sum(1)
+        assert (x[torch.arange(len(x)), n_tokens - 1] == EOS).all()          # each sequence ends with EOS
+        assert (x[mask(x)] != PAD).all() and ((x == EOS).sum(1) == 1).all()
+    assert names.meta["max_len"] == int(mask(tr).sum(1).max())
+
+
+def test_text_file_vocab_from_train_unknown_chars(tmp_path):
+    f = tmp_path / "lines.txt"
+    lines = [f"w{i}ord" for i in range(40)] + ["ünï"]
+    f.write_text("\n\n".join(lines) + "\r\n", encoding="utf-8")
+    s = load_data("text", str(f))
+    alpha = s.meta["alphabet"]
+    assert len(s.train) + len(s.val) + len(s.test) == 41
+    train_chars = set("".join(to_text(s.train, alpha)))
+    assert set(alpha) == train_chars
+    assert encode_text(["aü"], "a").tolist() == [[FIRST, UNK, EOS]]
+    assert to_text(torch.tensor([[FIRST, UNK, EOS, PAD]]), "a") == ["a?"]
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "no non-empty lines"), (b"\n  \n", "no non-empty lines"),
+    (b"abc\n\xff\xfe bad\n", "not UTF-8"), (None, "does not exist")])
+def test_bad_text_file_one_line_error(tmp_path, capsys, content, message):
+    f = tmp_path / "data.txt"
+    if content is not None:
+        f.write_bytes(content)
+    code = main(["train", "seqvae", "--data", "text", "--data-dir", str(f), "--out", str(tmp_path / "run"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("vgm: error:") and message in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_series_and_rows(tmp_path):
+    s = load_data("co2")
+    assert s.train.shape[1:] == (52, 1) and len(s.train) > 1000 and torch.isfinite(s.train).all()
+    assert abs(s.train.std().item() - 1) < 0.01 and s.train.mean(1).abs().max() < 1e-5
+    r = load_data("digit-rows")
+    assert r.train.shape[1:] == (8, 8) and r.meta["input_dim"] == 8 and r.meta["likelihood"] == "gaussian"
+
+
+def test_mnist_rows(mnist10k):
+    s = load_data("mnist-rows", str(mnist10k))
+    assert s.train.shape[1:] == (28, 28) and s.meta["max_len"] == 28
+
+
+# ----- masks -----------------------------------------------------------------------------------------------
+
+def pad_more(x: torch.Tensor, extra: int = 5) -> torch.Tensor:
+    fill = PAD if x.dtype == torch.long else float("nan")
+    return torch.cat([x, torch.full((x.shape[0], extra, *x.shape[2:]), fill, dtype=x.dtype)], 1)
+
+
+def real_batch() -> torch.Tensor:
+    """Gaussian sequences of lengths 7, 3, 5 (NaN past the end)."""
+    x = torch.randn(3, 7, 2, generator=torch.Generator().manual_seed(1))
+    x[1, 3:] = float("nan")
+    x[2, 5:] = float("nan")
+    return x
+
+
+@pytest.mark.parametrize("cls, cell", [(SeqVAE, "gru"), (SeqVAE, "lstm"), (VRNN, None)])
+@pytest.mark.parametrize("kind", ["tokens", "real"])
+def test_extra_padding_changes_nothing(names, cls, cell, kind):
+    kw = {"cell": cell} if cell else {}
+    if kind == "tokens":
+        model, x = text_model(cls, names, **kw), names.train[:6]
+    else:
+        torch.manual_seed(0)
+        model, x = cls(cls.Config(likelihood="gaussian", input_dim=2, max_len=7, hidden=32, latent_dim=4, **kw)), real_batch()
+    assert len(set(mask(x).sum(1).tolist())) > 1          # a batch of mixed lengths
+    model.eval()
+    for fn in (model.terms, model.loss):                   # terms: no trimming, the masks alone do the work
+        torch.manual_seed(3)
+        a = fn(x)
+        torch.manual_seed(3)
+        b = fn(pad_more(x))
+        for k in ("recon", "kl", "elbo"):
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-5)
+    model.train()
+    loss = model.loss(pad_more(x))["loss"].mean()
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_each_sequence_scored_as_if_alone(names):
+    """With z fixed, a sequence's log p(x|z) and q(z|x) do not depend on the other sequences in the batch."""
+    model = text_model(SeqVAE, names).eval()
+    x = names.train[:5]
+    z = torch.randn(5, 8)
+    batch = model.decode(z).log_prob(x)
+    mu = model.encode(x).mean
+    for i in range(5):
+        one = x[i:i + 1, :int(mask(x[i:i + 1]).sum())]       # no padding at all
+        torch.testing.assert_close(model.decode(z[i:i + 1]).log_prob(one), batch[i:i + 1], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model.encode(one).mean, mu[i:i + 1], rtol=1e-5, atol=1e-5)
+
+
+# ----- training pieces -------------------------------------------------------------------------------------
+
+def test_kl_schedules_and_free_bits():
+    assert [float(kl_weight(t, "linear", 100)) for t in (0, 50, 100, 300)] == [0, 0.5, 1, 1]
+    assert [float(kl_weight(t, "cyclical", 100)) for t in (0, 25, 50, 99, 100, 125)] == [0, 0.5, 1, 1, 0, 0.5]
+    assert kl_weight(7, "none", 100) == 1.0
+    kl = torch.tensor([[0.1, 2.0], [0.3, 1.0]], requires_grad=True)     # unit means 0.2 (below λ) and 1.5
+    fb = free_bits_kl(kl, 0.5)
+    assert fb.mean().item() == pytest.approx(max(0.5, 0.2) + max(0.5, 1.5))
+    fb.sum().backward()
+    assert kl.grad[:, 0].abs().sum() == 0 and (kl.grad[:, 1] == 1).all()
+
+
+def test_anneal_step_counts_training_calls_and_resumes_exactly(names, tmp_path):
+    data = small(names, 300)
+    cfg = dict(anneal="linear", anneal_steps=7, word_dropout=0.2)
+    model = text_model(SeqVAE, data, **cfg)
+    model.eval()
+    model.loss(data.val)
+    assert int(model.step) == 0
+    model.train()
+    beta = [model.loss(data.train[:64])["kl_weight"][0].item() for _ in range(3)]
+    assert beta == pytest.approx([0, 1 / 7, 2 / 7]) and int(model.step) == 3
+
+    tc = lambda e: TrainConfig(epochs=e, batch_size=64, device="cpu")
+    full = text_model(SeqVAE, data, **cfg)
+    h_full = fit(full, data, tc(3), run_dir=tmp_path / "full", progress=False)
+    part = text_model(SeqVAE, data, **cfg)
+    fit(part, data, tc(2), run_dir=tmp_path / "part", progress=False)
+    resumed = text_model(SeqVAE, data, **cfg)
+    h_res = fit(resumed, data, tc(3), run_dir=tmp_path / "part", resume=True, progress=False)
+    assert [r["train"] for r in h_res] == [r["train"] for r in h_full]
+    assert int(vgm.load(tmp_path / "part").step) == int(vgm.load(tmp_path / "full").step) > 0
+
+
+# ----- bounds and diagnostics on trained models --------------------------------------------------------------
+
+def test_iw_bound_above_elbo_and_growing_with_k(trained, names):
+    x = names.test[:100]
+    torch.manual_seed(0)
+    elbo = torch.stack([trained.terms(x)["elbo"] for _ in range(20)]).mean(0)
+    lk = {k: torch.stack([trained.log_px(x, k) for _ in range(reps)]).mean(0).mean().item()
+          for k, reps in ((1, 20), (10, 4), (100, 1))}
+    assert lk[1] == pytest.approx(elbo.mean().item(), abs=0.05)        # L_1 is the ELBO
+    assert elbo.mean().item() < lk[10] - 0.05 < lk[100] - 0.05
+
+
+def test_vrnn_iw_bound(names):
+    model = text_model(VRNN, names)
+    fit(model, small(names, 600), TrainConfig(epochs=2, batch_size=64, lr=3e-3, device="cpu"), progress=False)
+    x = names.test[:60]
+    torch.manual_seed(0)
+    elbo = torch.stack([model.terms(x)["elbo"] for _ in range(10)]).mean().item()
+    l1 = torch.stack([model.log_px(x, 1) for _ in range(10)]).mean().item()
+    l50 = model.log_px(x, 50).mean().item()
+    assert l1 == pytest.approx(elbo, abs=0.05) and l50 > elbo
+    ev = model.evaluate(x, iw_samples=20, batch_size=64)
+    assert ev["log_px"] >= ev["elbo"] and len(ev["kl_per_unit"]) == 8
+
+
+def test_diagnostics_detect_collapse_when_decoder_ignores_z(names, trained):
+    data = small(names, 1500)
+    model = text_model(SeqVAE, data)
+    zcols = model.decoder.weight_ih_l0[:, model.config.embed_dim:]
+    with torch.no_grad():                                     # a decoder that cannot see z
+        zcols.zero_()
+        model.z_to_h.weight.zero_()
+    model.decoder.weight_ih_l0.register_hook(lambda g: torch.cat([g[:, :16], torch.zeros_like(g[:, 16:])], 1))
+    model.z_to_h.weight.requires_grad_(False)
+    fit(model, data, TrainConfig(epochs=3, batch_size=64, lr=3e-3, device="cpu"), progress=False)
+    assert model.decoder.weight_ih_l0[:, 16:].abs().max() == 0
+    ev = model.evaluate(names.test[:300], iw_samples=0)
+    assert ev["active_units"] == 0 and ev["kl"] < 0.1
+    ok = trained.evaluate(names.test[:300], iw_samples=0)      # free bits: z in use
+    assert ok["active_units"] > 0 and ok["kl"] > 1.0
+
+
+def test_annealing_keeps_active_units(names):
+    data = small(names, 2500)
+    model = text_model(SeqVAE, data, anneal="linear", anneal_steps=80, word_dropout=0.3)
+    fit(model, data, TrainConfig(epochs=3, batch_size=64, lr=3e-3, device="cpu"), progress=False)
+    ev = model.evaluate(names.test[:300], iw_samples=0)
+    assert ev["active_units"] > 0 and ev["kl"] > 0.1
+
+
+def test_prior_samples_use_alphabet_and_end_with_eos(trained, names):
+    torch.manual_seed(0)
+    s = trained.sample(200)
+    alphabet = range(FIRST, FIRST + len(names.meta["alphabet"]))
+    for row in s.tolist():
+        end = row.index(EOS)                                  # raises if a sample has no EOS
+        assert all(t in alphabet for t in row[:end]) and all(t == PAD for t in row[end + 1:])
+    texts = to_text(s, names.meta["alphabet"])
+    assert np.mean([len(t) for t in texts]) == pytest.approx(np.mean(mask(names.train).sum(1).numpy() - 1), rel=0.35)
+
+
+def test_interpolation_ends_decode_the_end_points(trained, names):
+    a, b = names.test[:1], names.test[1:2]
+    path = trained.interpolate(a, b, steps=5)
+    assert path.shape[0] == 5
+    torch.testing.assert_close(path[0, :a.shape[1]][:int(mask(trained.reconstruct(a)).sum())],
+                               trained.reconstruct(a)[0, :int(mask(trained.reconstruct(a)).sum())])
+
+
+@pytest.mark.parametrize("cls, name, step", [(SeqVAE, "co2", 8), (VRNN, "digit-rows", 2)])
+def test_real_valued_models_train(cls, name, step):
+    data = load_data(name)
+    data = Splits(data.train[::step], data.val, data.test, meta=data.meta)
+    torch.manual_seed(0)
+    m = cls(cls.Config(**{k: data.meta[k] for k in ("likelihood", "alphabet", "input_dim", "max_len")},
+                       hidden=32, latent_dim=4))
+    h = fit(m, data, TrainConfig(epochs=3, batch_size=32, lr=3e-3, device="cpu"), progress=False)
+    assert h[-1]["val"]["elbo"] > h[0]["val"]["elbo"] + 1
+    assert m.sample(3).shape == (3, *data.train.shape[1:])
+
+
+# ----- command line ----------------------------------------------------------------------------------------
+
+SCRIPT = r"""
+import sys
+from vgm.cli import main
+run, out, lines = sys.argv[1:4]
+codes = [main(["train", "seqvae", "--data", "text", "--data-dir", lines, "--epochs", "2", "--hidden", "32", "--latent-dim", "4",
+               "--free-bits", "0.2", "--anneal", "cyclical", "--out", run, "--quiet"]),
+         main(["evaluate", run, "--json", "--iw-samples", "5"]),
+         main(["sample", run, "-n", "5"]),
+         main(["interpolate", run, "--a", "anna", "--b", "bob", "--steps", "4"]),
+         main(["train", "vrnn", "--data", "digit-rows", "--epochs", "1", "--hidden", "16", "--latent-dim", "2",
+               "--out", out, "--quiet"]),
+         main(["sample", out, "-n", "4"]),
+         main(["interpolate", out])]
+print("CODES", codes)
+"""
+
+
+def test_cli_train_evaluate_sample_interpolate(tmp_path, names):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    lines = tmp_path / "names.txt"
+    lines.write_text("\n".join(to_text(names.train[:400], names.meta["alphabet"])) + "\n")
+    r = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "s"), str(tmp_path / "v"), str(lines)], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert "CODES [0, 0, 0, 0, 0, 0, 2]" in r.stdout, r.stderr
+    res = json.loads(next(line for line in r.stdout.splitlines() if line.startswith("{")))
+    for k in ("elbo", "log_px", "elbo_per_token", "log_px_per_token", "perplexity", "kl_per_unit", "active_units"):
+        assert k in res
+    assert res["log_px"] >= res["elbo"] - 0.5 and math.isclose(res["perplexity"], math.exp(-res["log_px_per_token"]))
+    assert len(res["kl_per_unit"]) == 4
+    samples = (tmp_path / "s" / "samples.txt").read_text().split("\n")[:5]
+    assert all(s in r.stdout for s in samples)
+    assert (tmp_path / "s" / "samples.png").stat().st_size > 0
+    interp = (tmp_path / "s" / "interpolation.txt").read_text().splitlines()
+    assert len(interp) == 4 and (tmp_path / "s" / "interpolation.png").is_file()
+    assert (tmp_path / "v" / "samples.png").stat().st_size > 0
+    assert "vgm: error: " in r.stderr and "no single latent code" in r.stderr

@@ -1,0 +1,254 @@
+"""What sequence models share: the token convention, masks, input/output layers, KL schedules, evaluation, rendering.
+
+A batch of sequences is one padded tensor, so the trainer can shuffle and slice it like images:
+    tokens (categorical data):  long (N, T), characters are ids >= FIRST, each sequence ends with EOS, then PAD (0).
+    real values (gaussian data): float (N, T, D); steps past a sequence's end are NaN.
+mask(x) gives the (N, T) bool mask of real steps; trim(x) cuts a batch to its longest sequence.
+"""
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Categorical, Distribution, Independent, Normal
+import torch.nn.functional as F
+
+from .checkpoint import atomic_write
+
+PAD, BOS, EOS, UNK = 0, 1, 2, 3
+FIRST = 4                          # id of the alphabet's first character
+LIKELIHOODS = ("categorical", "gaussian")
+ANNEAL = ("none", "linear", "cyclical")
+
+
+def mask(x: torch.Tensor) -> torch.Tensor:
+    """(N, T) bool: True at the steps that belong to a sequence (tokens != PAD; real values not NaN)."""
+    return x != PAD if x.dtype == torch.long else ~torch.isnan(x[..., 0])
+
+
+def lengths(x: torch.Tensor) -> torch.Tensor:
+    return mask(x).sum(1)
+
+
+def trim(x: torch.Tensor) -> torch.Tensor:
+    """The batch cut to its longest sequence (one sync), so extra padding costs no compute."""
+    return x[:, :max(1, int(lengths(x).max()))]
+
+
+def clean(x: torch.Tensor) -> torch.Tensor:
+    """Real-valued steps with the NaN padding replaced by 0 (NaN would poison gradients even where masked)."""
+    return x if x.dtype == torch.long else torch.nan_to_num(x, nan=0.0)
+
+
+def vocab_size(alphabet: str) -> int:
+    return FIRST + len(alphabet)
+
+
+class StepInput(nn.Module):
+    """x_t -> a feature vector: an embedding of the token, or a linear map of the real values."""
+
+    def __init__(self, likelihood: str, vocab: int, input_dim: int, dim: int):
+        super().__init__()
+        self.categorical = likelihood == "categorical"
+        self.net = nn.Embedding(vocab, dim, padding_idx=PAD) if self.categorical else nn.Linear(input_dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x if self.categorical else clean(x))
+
+
+class StepOutput(nn.Module):
+    """A hidden vector -> p(x_t | ·): Categorical over the vocabulary, or a diagonal Normal with learned σ >= min_sigma."""
+
+    def __init__(self, likelihood: str, in_dim: int, vocab: int, input_dim: int, min_sigma: float):
+        super().__init__()
+        self.categorical = likelihood == "categorical"
+        self.min_sigma = min_sigma
+        self.net = nn.Linear(in_dim, vocab if self.categorical else 2 * input_dim)
+
+    def forward(self, h: torch.Tensor) -> Distribution:
+        out = self.net(h)
+        if self.categorical:
+            return Categorical(logits=out)
+        mu, s = out.chunk(2, dim=-1)
+        return Independent(Normal(mu, F.softplus(s) + self.min_sigma), 1)
+
+    def first_input(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        """The decoder's input before the first step: BOS, or a zero vector."""
+        if self.categorical:
+            return torch.full((n, 1), BOS, dtype=torch.long, device=like.device)
+        return torch.zeros(n, 1, like.shape[-1], device=like.device)
+
+    def draw(self, p: Distribution) -> torch.Tensor:
+        """Generation: a sampled token, or the mean of the real values (noise-free curves)."""
+        return p.sample() if self.categorical else p.mean
+
+
+def masked_log_prob(p: Distribution, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Σ_t m_t log p(x_t): per sequence, padding steps contribute nothing."""
+    target = x.clamp(min=0) if x.dtype == torch.long else clean(x)
+    return torch.where(m, p.log_prob(target), 0.0).sum(-1)
+
+
+def kl_weight(step: int | torch.Tensor, schedule: str, steps: int) -> torch.Tensor | float:
+    """β_t of KL annealing. linear (Bowman et al., 2016): min(1, t/steps).
+    cyclical (Fu et al., 2019): period `steps`; within each period β rises linearly over the first half, then 1."""
+    if schedule == "none":
+        return 1.0
+    t = torch.as_tensor(step, dtype=torch.float32)
+    if schedule == "linear":
+        return (t / steps).clamp(max=1.0)
+    return ((t % steps) / (0.5 * steps)).clamp(max=1.0)
+
+
+def free_bits_kl(kl_units: torch.Tensor, free_bits: float) -> torch.Tensor:
+    """Per example, Σ_d of KL_d, where a unit whose batch-mean KL is below λ = free_bits counts λ instead
+    (Kingma et al., 2016): the batch mean of the result is Σ_d max(λ, mean_batch KL_d), with no gradient
+    pushing a unit's KL below λ."""
+    if free_bits <= 0:
+        return kl_units.sum(-1)
+    below = kl_units.mean(0) < free_bits
+    return torch.where(below, torch.full_like(kl_units, free_bits), kl_units).sum(-1)
+
+
+def logmeanexp(a: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    return torch.logsumexp(a, dim) - math.log(a.shape[dim])
+
+
+ACTIVE_THRESHOLD = 0.01   # Burda et al. (2016)
+
+
+@torch.no_grad()
+def evaluate_sequences(model, x: torch.Tensor, iw_samples: int = 1000, batch_size: int = 500) -> dict:
+    """Sequence scores for `vgm evaluate`. The model provides
+        model.terms(x)       -> dict: recon, kl, elbo (N,), kl_units (N, d), activity (M, d) statistic rows
+        model.log_px(x, K)   -> (N,) importance-weighted bound L_K
+    and this returns means per sequence (nats), per token (nats / token, EOS included), perplexity
+    exp(−Σ log p / Σ tokens) for text, KL per latent unit, and active units: units whose activity statistic
+    has variance > 0.01 across the data (Burda et al., 2016)."""
+    model.eval()
+    n = x.shape[0]
+    if n == 0:
+        from .errors import VgmError
+        raise VgmError("the split is empty")
+    tokens = lengths(x).sum().item()
+    sums = {"elbo": 0.0, "recon": 0.0, "kl": 0.0, "log_px": 0.0}
+    kl_units, activity = 0.0, []
+    for i in range(0, n, batch_size):
+        xb = trim(x[i:i + batch_size])
+        t = model.terms(xb)
+        for k in ("elbo", "recon", "kl"):
+            sums[k] += t[k].sum().item()
+        kl_units = kl_units + t["kl_units"].sum(0)
+        activity.append(t["activity"])
+        if iw_samples:
+            sums["log_px"] += model.log_px(xb, iw_samples).sum().item()
+    a = torch.cat(activity)
+    var = a.var(0) if a.shape[0] > 1 else torch.zeros(a.shape[1])
+    out = {"n_examples": n, "dims": round(tokens / n, 3), "tokens": int(tokens), "iw_samples": iw_samples}
+    out.update({k: v / n for k, v in sums.items()})
+    if not iw_samples:
+        out["log_px"] = None
+    out["elbo_per_token"] = sums["elbo"] / tokens
+    out["log_px_per_token"] = None if out["log_px"] is None else sums["log_px"] / tokens
+    best = out["log_px"] if iw_samples else out["elbo"]
+    if model.config.likelihood == "categorical":
+        out["perplexity"] = math.exp(-best * n / tokens)
+        out["bits_per_token"] = -best * n / tokens / math.log(2)
+    out["elbo_gap"] = None if out["log_px"] is None else out["log_px"] - out["elbo"]
+    out["kl_per_unit"] = (kl_units / n).tolist()
+    out["activity_var"] = var.tolist()
+    out["active_units"] = int((var > ACTIVE_THRESHOLD).sum())
+    out["latent_dim"] = int(a.shape[1])
+    out["units"] = {"tokens": "tokens", "elbo_per_token": "nats/token", "log_px_per_token": "nats/token",
+                    "perplexity": "per token", "bits_per_token": "bits/token", "active_units": "units",
+                    "latent_dim": "units", "elbo": "nats/sequence", "recon": "nats/sequence",
+                    "kl": "nats/sequence", "log_px": "nats/sequence", "elbo_gap": "nats/sequence"}
+    return out
+
+
+# ----- text and plots ---------------------------------------------------------------------------------------
+
+def to_text(tokens: torch.Tensor, alphabet: str) -> list[str]:
+    """Token rows -> strings, up to (without) the first EOS or PAD; an unknown character is shown as '?'."""
+    out = []
+    for row in tokens.tolist():
+        chars = []
+        for t in row:
+            if t in (EOS, PAD):
+                break
+            chars.append(alphabet[t - FIRST] if FIRST <= t < FIRST + len(alphabet) else "?")
+        out.append("".join(chars))
+    return out
+
+
+def encode_text(lines: list[str], alphabet: str, width: int | None = None) -> torch.Tensor:
+    """Strings -> (N, width) token tensor: characters (unknown ones -> UNK), EOS, then PAD."""
+    index = {c: FIRST + i for i, c in enumerate(alphabet)}
+    width = width or max(len(s) for s in lines) + 1
+    out = np.full((len(lines), width), PAD, dtype=np.int64)
+    for i, s in enumerate(lines):
+        ids = [index.get(c, UNK) for c in s[:width - 1]] + [EOS]
+        out[i, :len(ids)] = ids
+    return torch.from_numpy(out)
+
+
+def _figure_bytes(fig) -> bytes:
+    import matplotlib.pyplot as plt
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def render(model, x: torch.Tensor, path: str | Path, title: str = "", recon: torch.Tensor | None = None) -> None:
+    """Text: printed, written to PATH.txt, and drawn as a PNG list. Series: line plots (dashed: recon).
+    Row-by-row digits (square rows x values): an image grid."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    c = model.config
+    if c.likelihood == "categorical":
+        texts = to_text(x.cpu(), c.alphabet)
+        if recon is not None:
+            texts = [f"{a}  ->  {b}" for a, b in zip(texts, to_text(recon.cpu(), c.alphabet))]
+        print("\n".join(texts))
+        atomic_write(path.with_suffix(".txt"), ("\n".join(texts) + "\n").encode())
+        fig, ax = plt.subplots(figsize=(4 if recon is None else 6, 0.22 * len(texts) + 0.6))
+        ax.axis("off")
+        ax.text(0, 1, "\n".join(texts), va="top", family="monospace", fontsize=9, transform=ax.transAxes)
+        if title:
+            ax.set_title(title)
+        atomic_write(path, _figure_bytes(fig))
+        return
+    xs = x.detach().cpu().float()
+    if xs.shape[1] == xs.shape[2] and xs.shape[1] in (8, 28):    # digits, one row per step
+        from .plots import save_reconstructions, save_samples
+        img = lambda a: a.detach().cpu().float().nan_to_num(0.0)[:, None]
+        if recon is None:
+            save_samples(path, img(xs))
+        else:
+            save_reconstructions(path, img(xs), img(recon))
+        return
+    n = min(len(xs), 16)
+    cols = 4
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 1.8 * rows), squeeze=False, sharey=True)
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.axis("off")
+            continue
+        ax.plot(xs[i, :, 0].numpy(), lw=1.2, label="data" if recon is not None else None)
+        if recon is not None:
+            ax.plot(recon[i, :, 0].detach().cpu().numpy(), "--", lw=1.2, label="reconstruction")
+        ax.tick_params(labelsize=7)
+    if recon is not None:
+        axes.flat[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    atomic_write(path, _figure_bytes(fig))
