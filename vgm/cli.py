@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 import sys
 import types
 import typing
@@ -28,6 +27,7 @@ from .train import TrainConfig, fit, resolve_device
 RUN_FILES = ("config.json", "model.json", "model.safetensors", "checkpoint.safetensors", "metrics.jsonl")
 DATA_DEFAULTS = {"data": "digits", "data_dir": None, "binarize": "none", "val_fraction": 0.1}
 SKIP_FIELDS = {"input_shape"}
+RESUME_MAY_CHANGE = ("epochs", "device", "data_dir")
 
 
 class Parser(argparse.ArgumentParser):
@@ -115,6 +115,8 @@ def cmd_train(argv: list[str]) -> int:
     given = {k: v for k, v in vars(a).items() if v is not None}
     data_given = {k: given[k] for k in DATA_DEFAULTS if k in given}
     out = Path(a.out or f"runs/{kind}-{given.get('data', 'digits')}")
+    if out.exists() and not out.is_dir():
+        raise VgmError(f"--out {out} exists and is not a folder")
     if a.resume and a.force:
         raise VgmError("--resume and --force exclude each other")
     if a.resume:
@@ -128,10 +130,10 @@ def cmd_train(argv: list[str]) -> int:
         read_safetensors(out / "checkpoint.safetensors")      # fail before any output if it is corrupt
         stored = {**cfg["data"], **cfg["train"], **cfg["model"]}
         for k, v in given.items():
-            if k in stored and k not in ("epochs", "device") and json.loads(json.dumps(v)) != stored[k]:
-                raise VgmError(f"--{k.replace('_', '-')} {v} differs from the run's {stored[k]}; "
-                               "a resumed run keeps its configuration (only --epochs and --device may change)")
-        data_cfg = cfg["data"]
+            if k in stored and k not in RESUME_MAY_CHANGE and json.loads(json.dumps(v)) != stored[k]:
+                raise VgmError(f"--{k.replace('_', '-')} {v} differs from the run's {stored[k]}; a resumed run "
+                               "keeps its configuration (only --epochs, --device and --data-dir may change)")
+        data_cfg = {**cfg["data"], **({"data_dir": given["data_dir"]} if "data_dir" in given else {})}
         train_cfg = TrainConfig(**{**cfg["train"], **{k: given[k] for k in ("epochs", "device") if k in given}})
         model_cfg = cfg["model"]
     else:
@@ -317,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[argv[0]](argv[1:])
     except VgmError as e:
+        print(f"vgm: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:     # unreadable or unwritable files and folders: the OS's own one-line reason
         print(f"vgm: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
