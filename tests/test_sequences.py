@@ -220,10 +220,11 @@ def test_diagnostics_detect_collapse_when_decoder_ignores_z(names, trained):
     with torch.no_grad():                                     # a decoder that cannot see z
         zcols.zero_()
         model.z_to_h.weight.zero_()
-    model.decoder.weight_ih_l0.register_hook(lambda g: torch.cat([g[:, :16], torch.zeros_like(g[:, 16:])], 1))
+    e = model.config.embed_dim
+    model.decoder.weight_ih_l0.register_hook(lambda g: torch.cat([g[:, :e], torch.zeros_like(g[:, e:])], 1))
     model.z_to_h.weight.requires_grad_(False)
     fit(model, data, TrainConfig(epochs=3, batch_size=64, lr=3e-3, device="cpu"), progress=False)
-    assert model.decoder.weight_ih_l0[:, 16:].abs().max() == 0
+    assert model.decoder.weight_ih_l0[:, e:].abs().max() == 0
     ev = model.evaluate(names.test[:300], iw_samples=0)
     assert ev["active_units"] == 0 and ev["kl"] < 0.1
     ok = trained.evaluate(names.test[:300], iw_samples=0)      # free bits: z in use
@@ -231,11 +232,14 @@ def test_diagnostics_detect_collapse_when_decoder_ignores_z(names, trained):
 
 
 def test_annealing_keeps_active_units(names):
+    """β ramps from 0 to 1 over the run (40 steps an epoch). Trained plainly for the same budget, this model ends
+    with no active unit and a KL of about 0.01 nats (see the collapse test and `vgm experiment collapse`)."""
     data = small(names, 2500)
-    model = text_model(SeqVAE, data, anneal="linear", anneal_steps=80, word_dropout=0.3)
+    model = text_model(SeqVAE, data, anneal="linear", anneal_steps=120)
     fit(model, data, TrainConfig(epochs=3, batch_size=64, lr=3e-3, device="cpu"), progress=False)
+    assert int(model.step) == 120
     ev = model.evaluate(names.test[:300], iw_samples=0)
-    assert ev["active_units"] > 0 and ev["kl"] > 0.1
+    assert ev["active_units"] > 0 and max(ev["activity_var"]) > 0.03 and ev["kl"] > 0.03
 
 
 def test_prior_samples_use_alphabet_and_end_with_eos(trained, names):
