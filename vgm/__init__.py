@@ -12,11 +12,12 @@ from .evaluate import evaluate
 from .registry import COMMANDS, DATASETS, EXPERIMENTS, MODELS, register_command, register_dataset, register_experiment, register_model
 from .train import TrainConfig, fit
 from .vae import VAE, VAEConfig
-from . import flows  # noqa: F401,E402  (normalizing flows: realnvp, maf, nsf; 2-D toy data)
-from . import experiments  # noqa: F401,E402  (registers experiments)
-from . import report  # noqa: F401,E402  (vgm report DIR: every experiment's results in one HTML page)
-from .experiments import collapse  # noqa: F401,E402  (sequence VAEs: names/text/co2/digit-rows data, seqvae, vrnn, vgm interpolate)
-from .experiments import beta_sweep  # noqa: F401,E402  (disentanglement: dsprites data, betavae, tcvae, vgm metrics, beta-sweep)
+# models, datasets and command-line verbs register themselves on import; these modules import only torch and
+# numpy at the top, so `import vgm` (and every `vgm` command) starts fast. Experiments, which need scikit-learn,
+# scipy and matplotlib, are imported only when one is run (vgm.experiments.load_all).
+from . import flows, text, series, seqvae, vrnn, interpolate  # noqa: F401,E402  (flows; sequence data and models)
+from . import dsprites, betavae, tcvae, report  # noqa: F401,E402  (disentanglement; vgm report)
+from .metrics import command as _metrics_command  # noqa: F401,E402  (vgm metrics)
 
 __all__ = ["AE", "AEConfig", "VAE", "VAEConfig", "Model", "PointMass", "Splits", "TrainConfig", "VgmError",
            "elbo", "log_px", "evaluate", "fit", "load", "load_data", "register_model", "register_dataset",

@@ -281,6 +281,8 @@ def cmd_reconstruct(argv: list[str]) -> int:
 
 
 def cmd_experiment(argv: list[str]) -> int:
+    from .experiments import load_all
+    load_all()
     p = Parser(prog="vgm experiment", description="reproduce one of the field's classic claims: figures and a table")
     p.add_argument("name", choices=[*sorted(EXPERIMENTS), "all"])
     p.add_argument("--out", type=Path, default=Path("runs/experiments"), help="folder; each experiment writes OUT/NAME/")

@@ -6,12 +6,20 @@ writes results.json (read by `vgm report`) and results.md (the table, for humans
 """
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 import shlex
 import sys
 from pathlib import Path
 
 from ..checkpoint import atomic_write, write_json
+
+
+def load_all() -> None:
+    """Import every experiment module of this package, so that each registers itself."""
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
 
 
 def command_line(name: str, quick: bool, seed: int, data_dir: str | None) -> str:
