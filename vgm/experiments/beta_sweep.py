@@ -42,14 +42,15 @@ class Budget:
 
 
 FULL = Budget(images=24000, epochs=6, batch_size=64, n_codes=5000, n_points=500)    # ≈ 1,800 steps per model
-QUICK = Budget(images=1500, epochs=2, batch_size=64, n_codes=600, n_points=60)
+QUICK = Budget(images=1000, epochs=1, batch_size=64, n_codes=400, n_points=40)
 
 
 def measure(model, splits, grid: DSprites, budget: Budget, seed: int) -> dict:
     torch.manual_seed(seed)
     terms = evaluate_terms(model, splits.test)
     s = score_all(encoder_of(model), grid, n_codes=budget.n_codes, n_train=budget.n_points,
-                  n_eval=budget.n_points // 2, dci_model="forest", seed=seed)
+                  n_eval=budget.n_points // 2, n_variance=min(10000, budget.n_codes), dci_model="forest",
+                  seed=seed)
     return {"test_recon": terms["recon"], "test_kl": terms["kl"], "mig": s["mig"], "sap": s["sap"],
             "dci_disentanglement": s["dci"]["disentanglement"], "dci_completeness": s["dci"]["completeness"],
             "dci_informativeness": s["dci"]["informativeness"],

@@ -3,7 +3,8 @@
 One point: pick a factor k; draw `batch_size` pairs of factor vectors that agree on k and are otherwise
 independent; z_diff = mean over the pairs of |r(x1) − r(x2)|, with r the representation (the encoder mean).
 The score is the accuracy, on `n_eval` fresh points, of a logistic regression trained on `n_train` points
-to predict k from z_diff (defaults as in the literature: 10,000 / 5,000 points, batches of 64).
+to predict k from z_diff (standardised first, so that the score does not depend on the code's units).
+Defaults as in the literature: 10,000 training / 5,000 evaluation points, batches of 64.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Callable
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from ..errors import VgmError
 
@@ -62,5 +65,5 @@ def beta_vae_score(encode: Callable, dataset, n_train: int = 10000, n_eval: int 
     rng = np.random.default_rng(seed)
     x_train, y_train = points(encode, dataset, n_train, batch_size, rng)
     x_eval, y_eval = points(encode, dataset, n_eval, batch_size, rng)
-    clf = LogisticRegression(max_iter=2000).fit(x_train, y_train)
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(x_train, y_train)
     return {"train_accuracy": float(clf.score(x_train, y_train)), "eval_accuracy": float(clf.score(x_eval, y_eval))}

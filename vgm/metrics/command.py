@@ -32,9 +32,9 @@ def encoder_of(model, device=None, batch_size: int = 2048) -> Callable[[np.ndarr
 
 
 def score_all(encode: Callable, dataset, n_codes: int = 10000, n_train: int = 10000, n_eval: int = 5000,
-              batch_size: int = 64, dci_model: str = "gbt", seed: int = 0) -> dict:
+              batch_size: int = 64, n_variance: int = 10000, dci_model: str = "gbt", seed: int = 0) -> dict:
     """MIG, SAP, DCI on n_codes random grid points; β-VAE and FactorVAE scores with n_train / n_eval points."""
-    check_sizes(n_codes=n_codes)
+    check_sizes(n_codes=n_codes, n_train=n_train, n_eval=n_eval, batch_size=batch_size, n_variance=n_variance)
     rng = np.random.default_rng(seed)
     factors = dataset.sample_factors(n_codes, rng)
     codes = represent(encode, dataset, factors)
@@ -44,7 +44,7 @@ def score_all(encode: Callable, dataset, n_codes: int = 10000, n_train: int = 10
                      ("dci", lambda: dci(codes, factors, model=dci_model, seed=seed)),
                      ("beta_vae_score", lambda: beta_vae_score(encode, dataset, n_train, n_eval, batch_size, seed)),
                      ("factor_vae_score", lambda: factor_vae_score(encode, dataset, n_train, n_eval, batch_size,
-                                                                  seed=seed))):
+                                                                  n_variance, seed=seed))):
         t0 = time.perf_counter()
         out[name] = fn()
         seconds[name] = round(time.perf_counter() - t0, 2)
@@ -65,6 +65,7 @@ def cmd_metrics(argv: list[str]) -> int:
     p.add_argument("--n-train", type=int, default=10000, help="training points of the β-VAE / FactorVAE scores")
     p.add_argument("--n-eval", type=int, default=5000, help="evaluation points of the β-VAE / FactorVAE scores")
     p.add_argument("--batch-size", type=int, default=64, help="images per point of the β-VAE / FactorVAE scores")
+    p.add_argument("--n-variance", type=int, default=10000, help="images for the FactorVAE score's code scales")
     p.add_argument("--dci-model", choices=IMPORTANCE_MODELS, default="gbt", help="importance model of DCI")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -81,7 +82,7 @@ def cmd_metrics(argv: list[str]) -> int:
     torch.manual_seed(a.seed)
     res = {"run": str(a.run_dir), "kind": model.kind, "data": data,
            **score_all(encoder_of(model), DSprites(shape[1]), a.n_codes, a.n_train, a.n_eval, a.batch_size,
-                       a.dci_model, a.seed)}
+                       a.n_variance, a.dci_model, a.seed)}
     if a.json:
         print(json.dumps(res))
         return 0

@@ -1,0 +1,149 @@
+"""Disentanglement metrics: closed forms, ground-truth factors as codes (≈ the most the metric allows),
+independent noise (≈ 0 or chance), and invariance to permuting and rescaling the codes."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from vgm import VgmError
+from vgm.dsprites import DSprites
+from vgm.metrics import beta_vae_score, dci, factor_vae_score, mig, sap
+
+dci_module = sys.modules["vgm.metrics.dci"]
+mig_module = sys.modules["vgm.metrics.mig"]
+SIZES = (3, 6, 40, 32, 32)
+
+
+@pytest.fixture(scope="module")
+def factors() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return np.stack([rng.integers(0, s, 4000) for s in SIZES], 1)
+
+
+def shuffle_and_rescale(codes: np.ndarray) -> np.ndarray:
+    perm = np.random.default_rng(5).permutation(codes.shape[1])
+    scale = np.linspace(-3, 7, codes.shape[1])
+    scale[scale == 0] = 0.5
+    return codes[:, perm] * scale + 11.0
+
+
+class FactorGrid:
+    """A factor dataset whose 'images' are the factor values themselves: identity encoding = ground truth."""
+    factor_sizes = SIZES
+
+    def sample_factors(self, n, rng):
+        return np.stack([rng.integers(0, s, n) for s in SIZES], 1)
+
+    def images(self, f):
+        return np.asarray(f, dtype=np.float64)
+
+
+def test_mig_closed_form():
+    rng = np.random.default_rng(1)
+    v = rng.integers(0, 2, (5000, 2))                        # two fair coins
+    codes = np.c_[v[:, 0], rng.normal(size=5000), v[:, 1] * 2.0]
+    # each coin sits in one code: I = H = log 2 there, ≈ 0 elsewhere -> gap ≈ 1
+    assert mig(codes, v) == pytest.approx(1.0, abs=0.01)
+    both = np.c_[v[:, 0], v[:, 0], v[:, 1]]                 # coin 0 in two codes: its gap is 0
+    assert mig(both, v) == pytest.approx(0.5, abs=0.01)
+
+
+def test_mig_ground_truth_noise_and_invariance(factors):
+    z = factors.astype(float)
+    top = mig(z, factors)
+    # the most 20 bins allow: I(bin(v); v) / H(v) per factor (1 for ≤ 20 values), averaged
+    disc = mig_module.discretize(z, 20)
+    from sklearn.metrics import mutual_info_score
+    bound = np.mean([mutual_info_score(disc[:, k], factors[:, k]) / mutual_info_score(factors[:, k], factors[:, k])
+                     for k in range(5)])
+    assert 0.85 < top < 0.93 and top == pytest.approx(bound, abs=0.02)
+    assert mig(shuffle_and_rescale(z), factors) == pytest.approx(top, abs=1e-12)
+    assert mig(np.random.default_rng(2).normal(size=(4000, 10)), factors) < 0.02
+
+
+def test_dci_closed_form_purity():
+    assert dci_module.weighted_purity(np.eye(4)) == pytest.approx(1.0)
+    assert dci_module.weighted_purity(np.ones((4, 4))) == pytest.approx(0.0, abs=1e-9)
+    # one code split evenly over 2 of 4 factors: 1 − log 2 / log 4 = 0.5
+    assert dci_module.weighted_purity(np.array([[1.0, 1.0, 0, 0]])) == pytest.approx(0.5)
+
+
+def test_dci_ground_truth_noise_and_invariance(factors):
+    f = factors[:1000]
+    z = f.astype(float)
+    gt = dci(z, f, model="forest")
+    assert gt["disentanglement"] > 0.97 and gt["completeness"] > 0.97 and gt["informativeness"] > 0.9
+    moved = dci(shuffle_and_rescale(z), f, model="forest")
+    assert moved["disentanglement"] == pytest.approx(gt["disentanglement"], abs=0.02)
+    noise = dci(np.random.default_rng(3).normal(size=(1000, 10)), f, model="forest")
+    assert noise["disentanglement"] < 0.1 and noise["informativeness"] < 0.4
+
+
+def test_dci_gradient_boosting_on_ground_truth(factors):
+    f = factors[:600, :2]                                   # shape and scale: 3 and 6 classes, quick to boost
+    z = np.c_[f.astype(float), np.random.default_rng(4).normal(size=(600, 2))]
+    res = dci(z, f, model="gbt")
+    assert res["disentanglement"] > 0.9 and res["informativeness"] > 0.95
+    with pytest.raises(VgmError, match="importance model"):
+        dci(z, f, model="lasso")
+
+
+def test_sap_ground_truth_noise_and_invariance(factors):
+    f = factors[:2000]
+    z = f.astype(float)
+    assert sap(z, f, continuous=True) > 0.97                 # R² of each factor from its own code is 1
+    gt = sap(z, f)
+    noise = sap(np.random.default_rng(6).normal(size=(2000, 10)), f)
+    assert noise < 0.03 and gt > noise + 0.15
+    assert sap(shuffle_and_rescale(z), f) == pytest.approx(gt, abs=0.01)
+
+
+def test_sampling_scores_on_ground_truth_and_noise():
+    grid, n = FactorGrid(), dict(n_train=300, n_eval=200, batch_size=32)
+    identity = lambda x: x
+    assert beta_vae_score(identity, grid, **n)["eval_accuracy"] == 1.0
+    fv = factor_vae_score(identity, grid, n_variance=2000, **n)
+    assert fv["eval_accuracy"] == 1.0 and fv["active_dims"] == 5
+    rng = np.random.default_rng(7)
+    noise = lambda x: rng.normal(size=(len(x), 8))
+    assert beta_vae_score(noise, grid, **n)["eval_accuracy"] < 0.35          # chance: 0.2
+    assert factor_vae_score(noise, grid, n_variance=2000, **n)["eval_accuracy"] < 0.35
+
+
+def test_sampling_scores_are_invariant_to_permuting_and_rescaling():
+    grid, n = FactorGrid(), dict(n_train=200, n_eval=100, batch_size=16)
+    w = np.random.default_rng(8).normal(size=(5, 5))
+    mixed = lambda x: x @ w                                 # a code that is not disentangled
+    moved = lambda x: shuffle_and_rescale(x @ w)
+    a = factor_vae_score(mixed, grid, n_variance=1000, prune=0.0, **n)
+    b = factor_vae_score(moved, grid, n_variance=1000, prune=0.0, **n)
+    assert a == b and a["eval_accuracy"] < 1.0
+    assert beta_vae_score(lambda x: x @ w, grid, **n)["eval_accuracy"] == pytest.approx(
+        beta_vae_score(lambda x: np.abs(shuffle_and_rescale(x @ w)), grid, **n)["eval_accuracy"], abs=0.05)
+
+
+def test_factor_vae_score_on_rendered_dsprites():
+    """A hand-made encoder of real images (centroid and area) knows position and scale, not shape or angle."""
+    g = DSprites(32)
+    side = (np.arange(32) + 0.5) / 32
+    def encode(x):
+        m = x[:, 0].sum((1, 2))
+        return np.c_[(x[:, 0] * side).sum((1, 2)) / m, (x[:, 0] * side[:, None]).sum((1, 2)) / m, m / 100]
+    res = factor_vae_score(encode, g, n_train=300, n_eval=200, batch_size=32, n_variance=1000, prune=0.0)
+    # 3 of 5 factors are found (pos_x, pos_y, scale); shape and orientation votes go to a guess
+    assert 0.5 < res["eval_accuracy"] < 0.85 and res["active_dims"] == 3
+
+
+def test_bad_input():
+    with pytest.raises(VgmError, match="same N"):
+        mig(np.zeros((10, 3)), np.zeros((9, 2), dtype=int))
+    with pytest.raises(VgmError, match="NaN"):
+        mig(np.full((10, 3), np.nan), np.zeros((10, 2), dtype=int))
+    with pytest.raises(VgmError, match="integer"):
+        dci(np.zeros((10, 3)), np.zeros((10, 2)))
+    with pytest.raises(VgmError, match="n-train"):
+        factor_vae_score(lambda x: x, FactorGrid(), n_train=0)
+    with pytest.raises(VgmError, match="encode"):
+        beta_vae_score(lambda x: x[:, 0], FactorGrid(), n_train=10, n_eval=10)
