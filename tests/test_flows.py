@@ -37,8 +37,10 @@ def transforms():
         ("affine-vec", AffineCoupling(VEC, 16, parity=0), VEC, normal(VEC)),
         ("affine-vec-odd", AffineCoupling(VEC, 16, parity=1), VEC, normal(VEC)),
         ("affine-img", AffineCoupling(IMG, 8, parity=1), IMG, normal(IMG)),
+        ("affine-img-conv", AffineCoupling(IMG, 8, parity=0, arch="conv"), IMG, normal(IMG)),
         ("spline-vec", RQSplineCoupling(VEC, 16, 0, bins=5, bound=2.0), VEC, normal(VEC)),   # some values in the tails
         ("spline-img", RQSplineCoupling(IMG, 8, 1, bins=4, bound=2.0), IMG, normal(IMG)),
+        ("spline-img-conv", RQSplineCoupling(IMG, 8, 1, bins=4, bound=2.0, arch="conv"), IMG, normal(IMG)),
         ("maf", MaskedAffineAutoregressive(VEC[0], 16), VEC, normal(VEC)),
         ("maf-img", MaskedAffineAutoregressive(16, 16), IMG, normal(IMG)),
         ("permutation", Permutation(torch.randperm(VEC[0])), VEC, normal(VEC)),
@@ -246,3 +248,14 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("vgm: error:") and err.count("\n") == 1, err
+
+
+def test_flow_vs_vae_quick(tmp_path):
+    from vgm.experiments.flow_vs_vae import run
+    res = run(tmp_path, quick=True, seed=0, data_dir=None)
+    flow, vae = res["table"]
+    assert flow["log_px_kind"] == "exact" and vae["elbo"] <= vae["log_px"]          # ELBO ≤ L_K
+    assert abs(flow["params"] - vae["params"]) < 0.1 * vae["params"]
+    for r in (flow, vae):
+        assert r["bits_per_dim"] == pytest.approx(-r["log_px"] / (64 * math.log(2)))
+    assert (tmp_path / "samples.png").stat().st_size > 1000 and (tmp_path / "results.json").is_file()

@@ -32,12 +32,20 @@ def make_mask(shape: tuple[int, ...], parity: int) -> torch.Tensor:
     return m if parity % 2 == 0 else 1 - m
 
 
-def conditioner(shape: tuple[int, ...], hidden: int, params: int) -> nn.Module:
-    """θ(m ⊙ x): an MLP for vectors, a small CNN (3×3, 1×1, 3×3) for images; `params` numbers per value.
-    The last layer starts at zero, so every coupling layer starts as the identity."""
-    if len(shape) == 1:
-        d = shape[0]
-        net = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+ARCHS = ("mlp", "conv")
+
+
+def conditioner(shape: tuple[int, ...], hidden: int, params: int, arch: str = "mlp") -> nn.Module:
+    """θ(m ⊙ x): an MLP on the flattened values (two hidden layers), or for images a small CNN (3×3, 1×1, 3×3),
+    the faster choice on a CPU only for large images; `params` numbers per value. The last layer starts at
+    zero, so every coupling layer starts as the identity."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown conditioner arch {arch!r} (choose mlp or conv)")
+    if arch == "conv" and len(shape) != 3:
+        raise ValueError(f"arch 'conv' needs images (C, H, W), got shape {shape}")
+    if arch == "mlp":
+        d = math.prod(shape)
+        net = nn.Sequential(nn.Flatten(), nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                             nn.Linear(hidden, d * params))
     else:
         c = shape[0]
@@ -53,19 +61,18 @@ class Coupling(Transform):
 
     params_per_value = 0
 
-    def __init__(self, shape: tuple[int, ...], hidden: int, parity: int = 0):
+    def __init__(self, shape: tuple[int, ...], hidden: int, parity: int = 0, arch: str = "mlp"):
         super().__init__()
-        self.shape = tuple(shape)
+        self.shape, self.arch = tuple(shape), arch
         self.register_buffer("mask", make_mask(self.shape, parity), persistent=False)
-        self.net = conditioner(self.shape, hidden, self.params_per_value)
+        self.net = conditioner(self.shape, hidden, self.params_per_value, arch)
 
     def params(self, x: torch.Tensor) -> torch.Tensor:
         """(N, *shape, P): the conditioner's P parameters for every value."""
         p = self.net(x * self.mask)
-        n, c = x.shape[0], self.shape[0]
-        if len(self.shape) == 1:
-            return p.reshape(n, c, self.params_per_value)
-        return p.reshape(n, c, self.params_per_value, *self.shape[1:]).movedim(2, -1)
+        if self.arch == "conv":
+            return p.reshape(x.shape[0], self.shape[0], self.params_per_value, *self.shape[1:]).movedim(2, -1)
+        return p.reshape(x.shape[0], *self.shape, self.params_per_value)
 
     def elementwise(self, x, p, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
@@ -99,14 +106,15 @@ class RQSplineCoupling(Coupling):
     """Neural spline flow coupling: g = rational-quadratic spline with `bins` bins on [−bound, bound], identity
     outside; 3K − 1 parameters per value (K widths, K heights, K − 1 interior derivatives)."""
 
-    def __init__(self, shape: tuple[int, ...], hidden: int, parity: int = 0, bins: int = 8, bound: float = 5.0):
+    def __init__(self, shape: tuple[int, ...], hidden: int, parity: int = 0, bins: int = 8, bound: float = 5.0,
+                 arch: str = "mlp"):
         if bins < 2:
             raise ValueError(f"bins must be >= 2, got {bins}")
         if not bound > 0:
             raise ValueError(f"tail bound must be > 0, got {bound}")
         self.params_per_value = 3 * bins - 1
         self.bins, self.bound = bins, bound
-        super().__init__(shape, hidden, parity)
+        super().__init__(shape, hidden, parity, arch)
         # zero conditioner output: equal bins and derivative softplus⁻¹(1 − min) = identity map at start
         with torch.no_grad():
             self.net[-1].bias.view(-1, self.params_per_value)[:, 2 * bins:] = math.log(math.expm1(1 - 1e-3))

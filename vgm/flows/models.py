@@ -18,7 +18,7 @@ from ..dequantize import bits_per_dim, eval_noise
 from ..errors import VgmError
 from ..registry import register_model
 from .actnorm import ActNorm
-from .coupling import AffineCoupling, RQSplineCoupling
+from .coupling import ARCHS, AffineCoupling, RQSplineCoupling
 from .flow import Flow, Transform
 from .linear import LULinear, Reverse
 from .made import MaskedAffineAutoregressive
@@ -26,6 +26,7 @@ from .preprocess import Logit, UniformDequantization
 
 LEVELS_HELP = "grey levels of the data; set from the dataset (0: continuous data, no dequantization)"
 ALPHA_HELP = "logit pre-processing: logit(α + (1 − 2α) y) on dequantized images"
+ARCH_HELP = "coupling conditioner: MLP on the flattened masked values, or (images) a 3-layer CNN"
 
 
 class FlowModel(Model):
@@ -106,7 +107,8 @@ class FlowModel(Model):
 class RealNVPConfig:
     input_shape: tuple[int, ...] = (2,)
     depth: int = field(default=8, metadata={"help": "coupling layers (each preceded by ActNorm)"})
-    hidden: int = field(default=64, metadata={"help": "conditioner width (MLP units, or CNN channels for images)"})
+    hidden: int = field(default=64, metadata={"help": "conditioner width (MLP units, or CNN channels)"})
+    arch: str = field(default="mlp", metadata={"choices": ARCHS, "help": ARCH_HELP})
     levels: int = field(default=0, metadata={"help": LEVELS_HELP})
     alpha: float = field(default=0.05, metadata={"help": ALPHA_HELP})
 
@@ -120,7 +122,7 @@ class RealNVP(FlowModel):
     def transforms(self, c):
         ts: list[Transform] = []
         for i in range(c.depth):
-            ts += [ActNorm(c.input_shape), AffineCoupling(c.input_shape, c.hidden, parity=i)]
+            ts += [ActNorm(c.input_shape), AffineCoupling(c.input_shape, c.hidden, i, c.arch)]
         return ts
 
 
@@ -152,7 +154,8 @@ class MAF(FlowModel):
 class NSFConfig:
     input_shape: tuple[int, ...] = (2,)
     depth: int = field(default=4, metadata={"help": "spline coupling layers (each with ActNorm and an LU linear)"})
-    hidden: int = field(default=64, metadata={"help": "conditioner width (MLP units, or CNN channels for images)"})
+    hidden: int = field(default=64, metadata={"help": "conditioner width (MLP units, or CNN channels)"})
+    arch: str = field(default="mlp", metadata={"choices": ARCHS, "help": ARCH_HELP})
     bins: int = field(default=8, metadata={"help": "spline bins K"})
     tail_bound: float = field(default=5.0, metadata={"help": "the spline acts on [-B, B]; identity outside"})
     levels: int = field(default=0, metadata={"help": LEVELS_HELP})
@@ -168,6 +171,6 @@ class NSF(FlowModel):
     def transforms(self, c):
         ts: list[Transform] = []
         for i in range(c.depth):
-            ts += [ActNorm(c.input_shape), RQSplineCoupling(c.input_shape, c.hidden, i, c.bins, c.tail_bound),
+            ts += [ActNorm(c.input_shape), RQSplineCoupling(c.input_shape, c.hidden, i, c.bins, c.tail_bound, c.arch),
                    LULinear(self.dims)]
         return ts
