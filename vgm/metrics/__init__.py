@@ -2,6 +2,7 @@
 
 codes (N, d) floats and factors (N, K) integer indices:  mig, sap, dci
 an encoder (images -> (N, d)) and a factor dataset:      beta_vae_score, factor_vae_score
+scikit-learn and scipy are imported when a metric runs, so that `import vgm` stays fast.
 """
 from .beta_vae_score import beta_vae_score
 from .dci import dci

@@ -11,9 +11,6 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from ..errors import VgmError
 
@@ -61,6 +58,10 @@ def beta_vae_score(encode: Callable, dataset, n_train: int = 10000, n_eval: int 
     encode: images (N, C, H, W) -> representation (N, d); dataset: factor_sizes, sample_factors(n, rng),
     images(factors) (e.g. vgm.dsprites.DSprites).
     """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     check_sizes(n_train=n_train, n_eval=n_eval, batch_size=batch_size)
     rng = np.random.default_rng(seed)
     x_train, y_train = points(encode, dataset, n_train, batch_size, rng)

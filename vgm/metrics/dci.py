@@ -11,8 +11,6 @@ H_K is the entropy in base K (so each term lies in [0, 1]).
 from __future__ import annotations
 
 import numpy as np
-import scipy.stats
-from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 
 from ..errors import VgmError
 from .mig import check
@@ -22,6 +20,8 @@ IMPORTANCE_MODELS = ("gbt", "forest")
 
 def importance_matrix(z_train, v_train, z_test, v_test, model: str = "gbt", seed: int = 0):
     """(d, K) importances and the per-factor train and test accuracies."""
+    from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+
     if model not in IMPORTANCE_MODELS:
         raise VgmError(f"unknown importance model {model!r} (choose {' or '.join(IMPORTANCE_MODELS)})")
     d, k = z_train.shape[1], v_train.shape[1]
@@ -42,6 +42,8 @@ def importance_matrix(z_train, v_train, z_test, v_test, model: str = "gbt", seed
 
 def weighted_purity(r: np.ndarray) -> float:
     """Σ_i ρ_i (1 − H_K(P_i·)) over the rows of r (d x K), entropy in base K."""
+    import scipy.stats
+
     if r.sum() == 0:
         return 0.0
     if r.shape[1] == 1:

@@ -8,7 +8,6 @@ scikit-learn's mutual_info_score on the discrete values (nats).
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import mutual_info_score
 
 from ..errors import VgmError
 
@@ -36,11 +35,14 @@ def discretize(codes: np.ndarray, bins: int = 20) -> np.ndarray:
 
 def mutual_info_matrix(discrete_codes: np.ndarray, factors: np.ndarray) -> np.ndarray:
     """(d, K) matrix of I(code_i; factor_k) in nats."""
+    from sklearn.metrics import mutual_info_score
     return np.array([[mutual_info_score(v, c) for v in factors.T] for c in discrete_codes.T])
 
 
 def mig(codes, factors, bins: int = 20) -> float:
     """Mutual information gap of codes (N, d) about integer factors (N, K), in [0, 1]."""
+    from sklearn.metrics import mutual_info_score
+
     z, v = check(codes, factors)
     if z.shape[1] < 2:
         raise VgmError("MIG needs at least two code dimensions")

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.svm import LinearSVC
 
 from ..errors import VgmError
 from .mig import check
@@ -15,6 +14,8 @@ from .mig import check
 
 def score_matrix(z_train, v_train, z_test, v_test, continuous: bool = False) -> np.ndarray:
     """(d, K) predictability of each factor from each single code."""
+    from sklearn.svm import LinearSVC
+
     d, k = z_train.shape[1], v_train.shape[1]
     s = np.zeros((d, k))
     for i in range(d):
