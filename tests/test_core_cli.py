@@ -70,12 +70,38 @@ def test_resume_refuses_a_changed_configuration(digits_run):
     assert snapshot(digits_run) == before
 
 
-def test_cli_resume_continues(tmp_path):
-    out = tmp_path / "r"
-    assert run_cli("train", "vae", "--epochs", 1, "--hidden", "32", "--out", out, "--quiet").returncode == 0
-    r = run_cli("train", "vae", "--epochs", 2, "--resume", "--out", out, "--quiet")
+def test_killed_then_resumed_run_equals_uninterrupted(tmp_path):
+    """SIGKILL a training process mid-run, resume it, and get exactly the uninterrupted run's numbers."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["train", "vae", "--epochs", 6, "--hidden", "128,64", "--latent-dim", 4, "--batch-size", 8,
+            "--binarize", "dynamic", "--seed", 5, "--quiet"]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "vgm.cli", *map(str, args), "--out", str(killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = killed / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 1:
+            break
+        time.sleep(0.05)
+    was_running = proc.poll() is None
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert was_running, "training finished before it could be interrupted"
+    done = len(metrics.read_text().splitlines())
+    assert done < 6
+    r = run_cli("train", "vae", "--resume", "--out", killed, "--quiet")
     assert r.returncode == 0, r.stderr
-    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    full = tmp_path / "full"
+    assert run_cli(*args, "--out", full).returncode == 0
+    strip = lambda p: [{k: v for k, v in json.loads(l).items() if k != "seconds"} for l in p.read_text().splitlines()]
+    assert strip(metrics) == strip(full / "metrics.jsonl")
+    assert (killed / "model.safetensors").read_bytes() == (full / "model.safetensors").read_bytes()
 
 
 @pytest.mark.parametrize("args, fragment", [
