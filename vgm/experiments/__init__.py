@@ -60,7 +60,3 @@ def write_results(out: Path, *, name: str, title: str, claim: str, command: str,
     atomic_write(out / "results.md", "\n".join(md).encode())
     print(f"{title}: {verdict}", file=sys.stderr)
     return res
-
-
-# the experiments (each module registers itself; imported last, as they use write_results above)
-from . import ae_vs_vae, elbo_gap, generate, latent_dim, posterior, reparam  # noqa: E402,F401

@@ -48,7 +48,8 @@ def pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     plt.rcParams.update({"figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
-                         "axes.spines.right": False, "font.size": 10})
+                         "axes.spines.right": False, "font.size": 10,
+                         "figure.constrained_layout.use": True})
     return plt
 
 

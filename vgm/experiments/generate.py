@@ -47,7 +47,7 @@ def run(out: Path, quick: bool, seed: int, data_dir: str | None) -> dict:
     t = torch.linspace(0, 1, STEPS)
     for name, data in datasets(data_dir):
         small = name == "digits"
-        epochs = (30 if quick else 100) if small else (3 if quick else 20)
+        epochs = (15 if quick else 100) if small else (3 if quick else 20)
         hidden = (256, 128) if small else (512, 256)
         latent = 8 if small else 16
         kw = dict(hidden=hidden, batch_size=batch_size(name), **VAE_KW)

@@ -29,7 +29,7 @@ def active_units(model, x: torch.Tensor, threshold: float = ACTIVE_THRESHOLD) ->
 
 @register_experiment("latent-dim")
 def run(out: Path, quick: bool, seed: int, data_dir: str | None) -> dict:
-    dims = (2, 8, 32) if quick else (2, 4, 8, 16, 32, 64)
+    dims = (2, 16) if quick else (2, 4, 8, 16, 32, 64)
     rows, figures, summary = [], [], []
     plt = pyplot()
     for name, data in datasets(data_dir):
