@@ -9,7 +9,7 @@ Defaults are the standard dSprites set-up: 4 convolutions 32-32-64-64 (k4 s2; 3 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -24,10 +24,10 @@ class BetaVAEConfig(VAEConfig):
     latent_dim: int = 10
     arch: str = "conv"
     hidden: tuple[int, ...] = (256,)
-    beta: float = 4.0                 # KL weight (ignored when capacity > 0)
-    capacity: float = 0.0             # C_max in nats; > 0 switches to the annealed loss γ·|KL − C|
-    capacity_steps: int = 100000      # T: steps over which C rises linearly from 0 to C_max
-    gamma: float = 1000.0             # γ of the annealed loss
+    beta: float = field(default=4.0, metadata={"help": "weight of the KL term (unused when capacity > 0)"})
+    capacity: float = field(default=0.0, metadata={"help": "C_max in nats; > 0 trains on γ·|KL − C| instead"})
+    capacity_steps: int = field(default=100000, metadata={"help": "steps over which C rises linearly to C_max"})
+    gamma: float = field(default=1000.0, metadata={"help": "γ of the capacity-annealed loss"})
 
 
 @register_model("betavae")

@@ -10,7 +10,7 @@ drawn from N, log q(z_i) ≈ logsumexp_j log q(z_i | x_j) − log(N·M), and lik
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.distributions import Normal
@@ -25,10 +25,11 @@ class TCVAEConfig(VAEConfig):
     latent_dim: int = 10
     arch: str = "conv"
     hidden: tuple[int, ...] = (256,)
-    beta: float = 6.0                 # weight of the total correlation
-    alpha: float = 1.0                # weight of the index-code mutual information
-    gamma: float = 1.0                # weight of the dimension-wise KL
-    dataset_size: int = 0             # N of the estimator (filled from the data); 0: the minibatch size
+    beta: float = field(default=6.0, metadata={"help": "weight of the total correlation"})
+    alpha: float = field(default=1.0, metadata={"help": "weight of the index-code mutual information"})
+    gamma: float = field(default=1.0, metadata={"help": "weight of the dimension-wise KL"})
+    dataset_size: int = field(default=0, metadata={"help": "N of the minibatch-weighted estimator; set from "
+                                                           "the data (0: the batch size)"})
 
 
 @register_model("tcvae")
