@@ -1,7 +1,6 @@
 """Sequence VAEs (seqvae, vrnn): data, masks, bounds, collapse diagnostics, generation, CLI."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -17,11 +16,9 @@ from vgm.cli import main
 from vgm.data import Splits
 from vgm.data import load as load_data
 from vgm.seqvae import SeqVAE
-from vgm.sequences import (BOS, EOS, FIRST, PAD, UNK, encode_text, free_bits_kl, kl_weight, mask, to_text)
+from vgm.sequences import (EOS, FIRST, PAD, UNK, encode_text, free_bits_kl, kl_weight, mask, to_text)
 from vgm.train import TrainConfig, fit
 from vgm.vrnn import VRNN
-
-from conftest import MNIST10K
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +83,16 @@ def test_bad_text_file_one_line_error(tmp_path, capsys, content, message):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("vgm: error:") and message in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["seqvae", "--data", "digits"], "needs an alphabet"),
+    (["vrnn", "--data", "digits", "--likelihood", "gaussian"], "needs real-valued sequences (N, T, 1)"),
+    (["seqvae", "--data", "names", "--word-dropout", "1.5"], "word_dropout")])
+def test_data_that_do_not_fit_one_line_error(tmp_path, capsys, args, message):
+    code = main(["train", *args, "--out", str(tmp_path / "run"), "--quiet", "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err
 
 
 def test_series_and_rows(tmp_path):

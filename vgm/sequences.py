@@ -44,6 +44,20 @@ def clean(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.long else torch.nan_to_num(x, nan=0.0)
 
 
+def check_input(x: torch.Tensor, config) -> None:
+    """A one-line error for data that do not fit the model: tokens (N, T) long, or real values (N, T, input_dim)."""
+    from .errors import VgmError
+    if config.likelihood == "categorical":
+        if x.dtype != torch.long or x.dim() != 2:
+            raise VgmError(f"this {config.likelihood} model needs token sequences (N, T) of integer ids, "
+                           f"got {x.dtype} data of shape {tuple(x.shape)} (train it on text data)")
+        if int(x.max()) >= vocab_size(config.alphabet) or int(x.min()) < 0:
+            raise VgmError(f"token ids outside the model's vocabulary of {vocab_size(config.alphabet)}")
+    elif x.dtype == torch.long or x.dim() != 3 or x.shape[-1] != config.input_dim:
+        raise VgmError(f"this gaussian model needs real-valued sequences (N, T, {config.input_dim}), "
+                       f"got {x.dtype} data of shape {tuple(x.shape)}")
+
+
 def vocab_size(alphabet: str) -> int:
     return FIRST + len(alphabet)
 
@@ -134,6 +148,7 @@ def evaluate_sequences(model, x: torch.Tensor, iw_samples: int = 1000, batch_siz
     if n == 0:
         from .errors import VgmError
         raise VgmError("the split is empty")
+    check_input(x, model.config)
     tokens = lengths(x).sum().item()
     sums = {"elbo": 0.0, "recon": 0.0, "kl": 0.0, "log_px": 0.0}
     kl_units, activity = 0.0, []
@@ -163,7 +178,8 @@ def evaluate_sequences(model, x: torch.Tensor, iw_samples: int = 1000, batch_siz
     out["activity_var"] = var.tolist()
     out["active_units"] = int((var > ACTIVE_THRESHOLD).sum())
     out["latent_dim"] = int(a.shape[1])
-    out["units"] = {"tokens": "tokens", "elbo_per_token": "nats/token", "log_px_per_token": "nats/token",
+    step = "token" if model.config.likelihood == "categorical" else "step"       # real values: per time step
+    out["units"] = {"tokens": f"{step}s", "elbo_per_token": f"nats/{step}", "log_px_per_token": f"nats/{step}",
                     "perplexity": "per token", "bits_per_token": "bits/token", "active_units": "units",
                     "latent_dim": "units", "elbo": "nats/sequence", "recon": "nats/sequence",
                     "kl": "nats/sequence", "log_px": "nats/sequence", "elbo_gap": "nats/sequence"}

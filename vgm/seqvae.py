@@ -24,8 +24,8 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from .base import Model
 from .registry import register_model
-from .sequences import (ANNEAL, BOS, EOS, LIKELIHOODS, PAD, UNK, StepInput, StepOutput, evaluate_sequences,
-                        free_bits_kl, kl_weight, lengths, mask, masked_log_prob, render, trim, vocab_size)
+from .sequences import (ANNEAL, BOS, EOS, LIKELIHOODS, PAD, UNK, StepInput, StepOutput, check_input,
+                        evaluate_sequences, free_bits_kl, kl_weight, lengths, mask, masked_log_prob, render, trim, vocab_size)
 
 MAX_IW_ROWS = 8192      # sequences decoded at once when estimating log p(x)
 
@@ -107,6 +107,7 @@ class SeqVAE(Model):
         self.decoder = rnn(c.embed_dim + c.latent_dim, c.hidden, batch_first=True)
         self.out = StepOutput(c.likelihood, c.hidden, vocab, c.input_dim, c.min_sigma)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))      # training steps taken (annealing)
+        self.checked = False                                                  # data shape checked once
         self.register_buffer("prior_loc", torch.zeros(c.latent_dim), persistent=False)
         self.register_buffer("prior_scale", torch.ones(c.latent_dim), persistent=False)
 
@@ -159,6 +160,9 @@ class SeqVAE(Model):
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per sequence: loss = recon + β_t · KL (free bits applied in training); the ELBO is always the plain one."""
         c = self.config
+        if self.training and not self.checked:
+            check_input(x, c)                                   # once, at the first training step
+            self.checked = True
         t = self.terms(trim(x))
         beta = c.beta * kl_weight(self.step, c.anneal, c.anneal_steps)
         if self.training:

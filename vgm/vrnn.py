@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Independent, Normal, kl_divergence
+from torch.distributions import Normal, kl_divergence
 
 from .base import Model
 from .nets import mlp
 from .registry import register_model
 from .seqvae import check_common, next_step
-from .sequences import (EOS, LIKELIHOODS, PAD, StepInput, StepOutput, evaluate_sequences, mask, render, trim,
-                        vocab_size)
+from .sequences import (EOS, LIKELIHOODS, PAD, StepInput, StepOutput, check_input, evaluate_sequences, mask,
+                        render, trim, vocab_size)
 
 MAX_IW_ROWS = 8192
 
@@ -68,6 +68,7 @@ class VRNN(Model):
         self.dec_net = mlp([e + h, h], final_activation=True)
         self.out = StepOutput(c.likelihood, h, vocab, c.input_dim, c.min_sigma)
         self.rnn = nn.GRUCell(2 * e, h)
+        self.checked = False                      # data shape checked once
 
     def filter(self, x: torch.Tensor, use_mean: bool = False) -> dict[str, torch.Tensor]:
         """Run the model over x with z_t ~ q(z_t | x_t, h_{t-1}) (reparameterised; the mean if use_mean).
@@ -109,6 +110,9 @@ class VRNN(Model):
 
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per sequence: loss = recon + β · kl (= −ELBO when β = 1)."""
+        if self.training and not self.checked:
+            check_input(x, self.config)                         # once, at the first training step
+            self.checked = True
         t = self.terms(trim(x))
         return {"loss": t["recon"] + self.config.beta * t["kl"], "recon": t["recon"], "kl": t["kl"], "elbo": t["elbo"]}
 
