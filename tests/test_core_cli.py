@@ -63,6 +63,21 @@ def test_existing_run_is_never_overwritten(digits_run):
     assert snapshot(digits_run) == before
 
 
+def test_force_replaces_only_on_success(digits_run, tmp_path):
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    before = snapshot(run)
+    # a replacement that fails (the loss overflows at once) leaves the old run exactly as it was
+    r = run_cli("train", "vae", "--force", "--lr", "1e30", "--epochs", 2, "--out", run, "--quiet")
+    assert_one_line_error(r, "NaN or infinite", "previous run", "restored")
+    assert snapshot(run) == before and not (run / ".vgm-replaced").exists()
+    r = run_cli("train", "vae", "--force", "--epochs", 1, "--latent-dim", 3, "--hidden", "16", "--out", run, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((run / "config.json").read_text())["model"]["latent_dim"] == 3
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1 and not (run / ".vgm-replaced").exists()
+
+
 def test_resume_refuses_a_changed_configuration(digits_run):
     before = snapshot(digits_run)
     r = run_cli("train", "vae", "--resume", "--latent-dim", 9, "--out", digits_run)
@@ -86,7 +101,7 @@ def test_killed_then_resumed_run_equals_uninterrupted(tmp_path):
     metrics = killed / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 1:
+        if (killed / "checkpoint.safetensors").exists():
             break
         time.sleep(0.05)
     was_running = proc.poll() is None
@@ -110,7 +125,9 @@ def test_killed_then_resumed_run_equals_uninterrupted(tmp_path):
     (["train", "vae", "--lr", "nan"], "expected a finite number"),
     (["train", "vae", "--epochs", "-3"], "epochs must be >= 1"),
     (["train", "vae", "--hidden", "512,x"], "comma-separated integers"),
-    (["train", "vae", "--device", "tpu"], "device"),
+    (["train", "vae", "--device", "tpu"], "unknown device 'tpu'"),
+    (["train", "vae", "--sigma", "1e400"], "expected a finite number"),
+    (["train", "vae", "--seed", "-1"], "seed must be between"),
     (["train", "gan"], "unknown model 'gan'"),
     (["train", "vae", "--data", "mnist", "--data-dir", "/nonexistent/folder"], "does not exist"),
     (["evaluate", "/nonexistent/run"], "does not exist"),
@@ -191,6 +208,20 @@ def test_corrupt_and_foreign_checkpoints(digits_run, tmp_path):
     shutil.copytree(digits_run, unknown)
     (unknown / "model.json").write_text(json.dumps({"format": "vgm/1", "kind": "gan", "config": {}}))
     assert_one_line_error(run_cli("evaluate", unknown), "unknown model kind 'gan'")
+
+    wrong_kind = tmp_path / "wrongkind"                 # a valid safetensors file, but not a training checkpoint
+    shutil.copytree(digits_run, wrong_kind)
+    shutil.copy(wrong_kind / "model.safetensors", wrong_kind / "checkpoint.safetensors")
+    before = snapshot(wrong_kind)
+    assert_one_line_error(run_cli("train", "vae", "--resume", "--epochs", 7, "--out", wrong_kind),
+                          "not a vgm training checkpoint")
+    assert snapshot(wrong_kind) == before
+
+    bad_cfg = tmp_path / "badcfg"
+    shutil.copytree(digits_run, bad_cfg)
+    (bad_cfg / "config.json").write_text('{"kind": "vae"}')
+    assert_one_line_error(run_cli("evaluate", bad_cfg), "not a vgm run configuration")
+    assert_one_line_error(run_cli("train", "vae", "--resume", "--out", bad_cfg), "not a vgm run configuration")
 
     broken_ckpt = tmp_path / "ckpt"
     shutil.copytree(digits_run, broken_ckpt)

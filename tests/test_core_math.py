@@ -133,14 +133,30 @@ def test_log_px_chunking_does_not_change_the_estimate():
     torch.manual_seed(4)
     a = vgm.log_px(imperfect, x, 4000)
     b = vgm.log_px(imperfect, x, 4000, max_elements=6 * 10 * 13)
-    assert (a - b).abs().max() < 0.02
+    assert (a - b).abs().max() < 0.05                        # Monte Carlo noise is about 0.01 here
+    part = vgm.log_px(imperfect, x[:3], 4000)               # an example's estimate does not depend on its batch
+    assert (a[:3] - part).abs().max() < 0.05
 
 
-def test_log_px_batch_consistency_on_vae():
+def test_log_px_on_vae_is_above_the_elbo():
     torch.manual_seed(0)
     m = vgm.VAE(input_shape=(1, 8, 8), latent_dim=3, hidden=(16,)).eval()
-    x = torch.rand(8, 1, 8, 8)
-    lp = vgm.log_px(m, x, 2000)
-    el = torch.stack([vgm.elbo(m, x)["elbo"] for _ in range(200)]).mean(0)
-    assert (lp >= el - 0.05).all()
+    x = torch.bernoulli(torch.rand(8, 1, 8, 8))
+    lp = vgm.log_px(m, x, 4000)
     assert lp.shape == (8,)
+    el = torch.stack([vgm.elbo(m, x)["elbo"] for _ in range(400)]).mean(0)
+    assert (lp > el).all()
+
+
+def test_vae_encoder_gives_reparameterised_gradients():
+    # through vgm.VAE.encode: ∂/∂μ E f(z) = 2a(μ − c) and ∂/∂σ E f(z) = 2aσ for f(z) = Σ a (z − c)²
+    torch.manual_seed(0)
+    m = vgm.VAE(input_shape=(1, 8, 8), latent_dim=3, hidden=(16,))
+    q = m.encode(torch.rand(2, 1, 8, 8))
+    mu, sigma = q.mean, q.base_dist.scale
+    mu.retain_grad(); sigma.retain_grad()
+    a, c = torch.tensor([1.0, 2.0, 0.5]), torch.tensor([0.3, -1.0, 2.0])
+    z = q.rsample((200_000,))
+    (a * (z - c) ** 2).sum(-1).mean(0).sum().backward()
+    torch.testing.assert_close(mu.grad, 2 * a * (mu - c).detach(), atol=0.03, rtol=0.02)
+    torch.testing.assert_close(sigma.grad, 2 * a * sigma.detach(), atol=0.03, rtol=0.02)

@@ -23,12 +23,15 @@ from .errors import VgmError
 from .registry import MODELS
 
 FORMAT = "vgm/1"
+UMASK = os.umask(0o022)
+os.umask(UMASK)
 
 
 def atomic_write(path: Path | str, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~UMASK)          # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -155,16 +158,20 @@ def load_checkpoint(path: Path, model, optimizer: torch.optim.Optimizer) -> tupl
     if saved_model != json.loads(json.dumps(model_json(model))):
         raise VgmError(f"{path} holds a different model ({saved_model.get('kind')}) than this run's config")
     load_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
-    state: dict[int, dict[str, Any]] = {}
-    for k, v in tensors.items():
-        if k.startswith("optim."):
-            _, idx, name = k.split(".", 2)
-            state.setdefault(int(idx), {})[name] = v
-    for idx, d in scalars.items():
-        state.setdefault(int(idx), {}).update(d)
-    try:
-        optimizer.load_state_dict({"state": state, "param_groups": groups})
-    except (ValueError, KeyError) as e:
-        raise VgmError(f"{path}: optimizer state does not fit ({e})") from None
     rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
+    try:
+        state: dict[int, dict[str, Any]] = {}
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                _, idx, name = k.split(".", 2)
+                state.setdefault(int(idx), {})[name] = v
+        for idx, d in scalars.items():
+            state.setdefault(int(idx), {}).update(d)
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+        if not ({"torch", "shuffle"} <= set(rng) and isinstance(info["epoch"], int)
+                and isinstance(info["history"], list) and len(info["history"]) == info["epoch"]):
+            raise ValueError("RNG state, epoch or history missing")
+        float(info["best"]), int(info["best_epoch"])
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise VgmError(f"{path} is not a usable vgm training checkpoint ({e})") from None
     return rng, info

@@ -7,8 +7,12 @@ Every user error ends in one line on stderr ("vgm: error: ...") and exit status 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
+import math
+import os
+import shutil
 import sys
 import types
 import typing
@@ -17,7 +21,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .checkpoint import load, read_json, read_safetensors, write_json
+from .checkpoint import load, load_checkpoint, read_json, write_json
 from .data import BINARIZE, DATA_DIR_ENV, Splits
 from .data import load as load_data
 from .errors import VgmError
@@ -27,7 +31,7 @@ from .train import TrainConfig, fit, resolve_device
 RUN_FILES = ("config.json", "model.json", "model.safetensors", "checkpoint.safetensors", "metrics.jsonl")
 DATA_DEFAULTS = {"data": "digits", "data_dir": None, "binarize": "none", "val_fraction": 0.1}
 SKIP_FIELDS = {"input_shape"}
-RESUME_MAY_CHANGE = ("epochs", "device", "data_dir")
+RESUME_MAY_CHANGE = ("epochs", "data_dir")
 
 
 class Parser(argparse.ArgumentParser):
@@ -120,21 +124,16 @@ def cmd_train(argv: list[str]) -> int:
     if a.resume and a.force:
         raise VgmError("--resume and --force exclude each other")
     if a.resume:
-        cfg = read_json(out / "config.json") if out.is_dir() else None
-        if cfg is None:
-            raise VgmError(f"nothing to resume: run folder {out} does not exist")
-        if cfg.get("kind") != kind:
-            raise VgmError(f"{out} holds a {cfg.get('kind')!r} run, not {kind!r}")
-        if not (out / "checkpoint.safetensors").exists():
-            raise VgmError(f"nothing to resume: {out} has no checkpoint.safetensors")
-        read_safetensors(out / "checkpoint.safetensors")      # fail before any output if it is corrupt
+        cfg = read_run_config(out)
+        if cfg["kind"] != kind:
+            raise VgmError(f"{out} holds a {cfg['kind']!r} run, not {kind!r}")
         stored = {**cfg["data"], **cfg["train"], **cfg["model"]}
         for k, v in given.items():
             if k in stored and k not in RESUME_MAY_CHANGE and json.loads(json.dumps(v)) != stored[k]:
                 raise VgmError(f"--{k.replace('_', '-')} {v} differs from the run's {stored[k]}; a resumed run "
-                               "keeps its configuration (only --epochs, --device and --data-dir may change)")
+                               "keeps its configuration (only --epochs and --data-dir may change)")
         data_cfg = {**cfg["data"], **({"data_dir": given["data_dir"]} if "data_dir" in given else {})}
-        train_cfg = TrainConfig(**{**cfg["train"], **{k: given[k] for k in ("epochs", "device") if k in given}})
+        train_cfg = TrainConfig(**{**cfg["train"], **({"epochs": given["epochs"]} if "epochs" in given else {})})
         model_cfg = cfg["model"]
     else:
         present = [f for f in RUN_FILES if (out / f).exists()]
@@ -152,26 +151,45 @@ def cmd_train(argv: list[str]) -> int:
     from_data = {k: v for k, v in {"input_shape": splits.shape, **splits.meta}.items() if k in fields}
     try:
         model = cls(cls.Config(**{**model_cfg, **from_data}))
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, ArithmeticError) as e:
         raise VgmError(f"bad model option: {e}") from None
-    if not a.resume:
-        if a.force:
-            for f in RUN_FILES:
-                (out / f).unlink(missing_ok=True)
+    ckpt = out / "checkpoint.safetensors"
+    from_checkpoint = a.resume and ckpt.exists()   # a run killed before its first checkpoint restarts from epoch 0
+    if from_checkpoint:                             # check it fully before anything is written
+        probe = copy.deepcopy(model)
+        load_checkpoint(ckpt, probe, torch.optim.Adam(probe.parameters()))
+    backup = stash_run(out) if a.force else None
+    try:
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", {
-            "vgm_version": __version__, "kind": kind, "data": data_cfg,
-            "train": dataclasses.asdict(train_cfg),
-            "model": json.loads(json.dumps(dataclasses.asdict(model.config)))})
-    elif train_cfg.epochs != cfg["train"]["epochs"]:
-        cfg["train"]["epochs"] = train_cfg.epochs
-        write_json(out / "config.json", cfg)
-    n_params = sum(p.numel() for p in model.parameters())
-    if not a.quiet:
-        print(f"{kind} ({n_params:,} parameters) on {data_cfg['data']} {tuple(splits.shape)}: "
-              f"{len(splits.train)} train / {len(splits.val)} val examples, device {device}, run folder {out}",
-              file=sys.stderr)
-    history = fit(model, splits, train_cfg, run_dir=out, resume=a.resume, progress=not a.quiet)
+        if not a.resume:
+            write_json(out / "config.json", {
+                "vgm_version": __version__, "kind": kind, "data": data_cfg,
+                "train": dataclasses.asdict(train_cfg),
+                "model": json.loads(json.dumps(dataclasses.asdict(model.config)))})
+        elif train_cfg.epochs != cfg["train"]["epochs"]:
+            cfg["train"]["epochs"] = train_cfg.epochs
+            write_json(out / "config.json", cfg)
+        if not a.quiet:
+            n_params = sum(p.numel() for p in model.parameters())
+            print(f"{kind} ({n_params:,} parameters) on {data_cfg['data']} {tuple(splits.shape)}: "
+                  f"{len(splits.train)} train / {len(splits.val)} val examples, device {device}, run folder {out}",
+                  file=sys.stderr)
+        history = fit(model, splits, train_cfg, run_dir=out, resume=from_checkpoint, progress=not a.quiet)
+    except BaseException as e:
+        if backup is not None:
+            unstash_run(out, backup)
+            note = f"the previous run in {out} is restored"
+        elif ckpt.exists():
+            note = f"continue with: vgm train {kind} --resume --out {out}"
+        else:
+            note = "no epoch had finished"
+        if isinstance(e, KeyboardInterrupt):
+            raise VgmError(f"interrupted; {note}") from None
+        if isinstance(e, VgmError) and backup is not None:
+            raise VgmError(f"{e}; {note}") from None
+        raise
+    if backup is not None:
+        shutil.rmtree(backup)
     if history:
         best = max(history, key=lambda r: r["val"].get("elbo", -r["val"]["loss"]))
         print(f"done: best validation epoch {best['epoch']}: " +
@@ -179,8 +197,46 @@ def cmd_train(argv: list[str]) -> int:
     return 0
 
 
-def run_data(run_dir: Path, data_dir: str | None) -> tuple[dict, Splits]:
+def read_run_config(run_dir: Path) -> dict:
+    """config.json of a run folder, checked to be a vgm run configuration."""
+    if not run_dir.is_dir():
+        raise VgmError(f"run folder {run_dir} does not exist")
     cfg = read_json(run_dir / "config.json")
+    if not (isinstance(cfg, dict) and isinstance(cfg.get("kind"), str)
+            and all(isinstance(cfg.get(k), dict) for k in ("data", "train", "model"))
+            and {"data", "data_dir", "binarize", "val_fraction"} <= set(cfg["data"])):
+        raise VgmError(f"{run_dir / 'config.json'} is not a vgm run configuration")
+    try:
+        TrainConfig(**cfg["train"])
+    except TypeError as e:
+        raise VgmError(f"{run_dir / 'config.json'} is not a vgm run configuration ({e})") from None
+    return cfg
+
+
+def stash_run(out: Path) -> Path | None:
+    """Move an existing run's files aside (restored if the new run fails, deleted when it succeeds)."""
+    present = [f for f in RUN_FILES if (out / f).exists()]
+    if not present:
+        return None
+    backup = out / ".vgm-replaced"
+    if backup.exists():
+        shutil.rmtree(backup)
+    backup.mkdir()
+    for f in present:
+        os.replace(out / f, backup / f)
+    return backup
+
+
+def unstash_run(out: Path, backup: Path) -> None:
+    for f in RUN_FILES:
+        (out / f).unlink(missing_ok=True)
+    for f in backup.iterdir():
+        os.replace(f, out / f.name)
+    backup.rmdir()
+
+
+def run_data(run_dir: Path, data_dir: str | None) -> tuple[dict, Splits]:
+    cfg = read_run_config(run_dir)
     d = dict(cfg["data"])
     if data_dir:
         d["data_dir"] = data_dir
@@ -219,7 +275,8 @@ def cmd_evaluate(argv: list[str]) -> int:
         evaluate(model, x, a.iw_samples, a.batch_size)
     res = {"run": str(a.run_dir), "kind": model.kind, "split": a.split, **scores}
     if a.json:
-        print(json.dumps(res))
+        finite = lambda v: None if isinstance(v, float) and not math.isfinite(v) else v
+        print(json.dumps({k: finite(v) for k, v in res.items()}, allow_nan=False))
     else:
         print(f"{a.run_dir} ({model.kind}) on {a.split} split: {res['n_examples']} examples of {res['dims']} values")
         for k, v in res.items():
@@ -229,6 +286,8 @@ def cmd_evaluate(argv: list[str]) -> int:
             unit = res.get("units", {}).get(k, unit)      # a model's evaluate() may name its own units
             label = f"log_px (K={a.iw_samples})" if k == "log_px" and res.get("iw_samples") else k
             print(f"  {label:<18} {v:10.4f} {unit}")
+        if "note" in res:
+            print(f"  note: {res['note']}")
     return 0
 
 
@@ -327,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vgm: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("vgm: interrupted; the last epoch's checkpoint is intact (continue with --resume)", file=sys.stderr)
+        print("vgm: interrupted", file=sys.stderr)
         return 130
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +78,8 @@ def image_splits(train_x: np.ndarray, train_y, test_x: np.ndarray, test_y, binar
     that dequantize (flows, VAE --dequantize) the scale; binarised data have 2.
     """
     for what, arr in (("training", train_x), ("test", test_x)):
+        if arr.size == 0:
+            raise VgmError(f"{source}: there are no {what} images")
         if not np.isfinite(arr).all():
             raise VgmError(f"{source}: the {what} images contain NaN or infinite values")
         if arr.min() < 0 or arr.max() > 1:
@@ -120,7 +123,7 @@ def read_idx(path: Path) -> np.ndarray:
     """Read one IDX file (optionally gzipped): magic 0x0000 TT NN, NN big-endian uint32 sizes, then the data."""
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, zlib.error) as e:      # gzip.BadGzipFile is an OSError
         raise VgmError(f"cannot read {path}: {e}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES:
         raise VgmError(f"{path} is not an IDX file (bad magic number)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.distributions import Bernoulli
 
 from .ae import PointMass
 from .elbo import elbo, log_px
@@ -19,10 +20,16 @@ def evaluate(model, x: torch.Tensor, iw_samples: int = 1000, batch_size: int = 5
     bits_per_dim         −log_px / (D ln 2), D = values per example
     For a deterministic encoder (AE) only the reconstruction error is defined.
     """
+    was_training = model.training
     model.eval()
     n, dims = x.shape[0], x[0].numel()
     out: dict = {"n_examples": n, "dims": dims}
-    deterministic = isinstance(model.encode(x[:1]), PointMass)
+    q1 = model.encode(x[:1])
+    deterministic = isinstance(q1, PointMass)
+    px1 = model.decode(q1.mean)
+    if isinstance(getattr(px1, "base_dist", px1), Bernoulli) and not ((x == 0) | (x == 1)).all():
+        out["note"] = ("Bernoulli likelihood on grey levels: recon, elbo and log_px are cross-entropies, not "
+                       "log-likelihoods of the data; binarize (--binarize dynamic) for comparable numbers")
     keys = ("recon",) if deterministic else ("elbo", "recon", "kl", "log_px")
     sums = dict.fromkeys(keys, 0.0)
     sq_err = 0.0
@@ -47,4 +54,5 @@ def evaluate(model, x: torch.Tensor, iw_samples: int = 1000, batch_size: int = 5
         out["iw_samples"] = iw_samples
         out["bits_per_dim"] = None if out["log_px"] is None else -out["log_px"] / (dims * math.log(2))
         out["elbo_gap"] = None if out["log_px"] is None else out["log_px"] - out["elbo"]
+    model.train(was_training)
     return out

@@ -22,10 +22,10 @@ class Likelihood(nn.Module):
         super().__init__()
         if kind not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {kind!r} (choose {' or '.join(LIKELIHOODS)})")
-        if not sigma > 0:
+        if not 0 < sigma < float("inf"):
             raise ValueError(f"sigma must be > 0, got {sigma}")
         self.kind, self.event_dims, self.learn_sigma = kind, event_dims, learn_sigma
-        raw = torch.tensor(math.log(math.expm1(sigma)))  # inverse softplus
+        raw = torch.tensor(sigma + math.log(-math.expm1(-sigma)))  # inverse softplus, stable for any σ > 0
         if learn_sigma:
             self.raw_sigma = nn.Parameter(raw)
         else:

@@ -34,6 +34,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
             if getattr(self, name) < 1:
                 raise VgmError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2 ** 63:
+            raise VgmError(f"seed must be between 0 and 2**63 - 1, got {self.seed}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise VgmError(f"lr must be a positive number, got {self.lr}")
 
@@ -73,9 +75,12 @@ def rng_state(gen: torch.Generator, device: torch.device) -> dict[str, torch.Ten
 
 
 def set_rng_state(state: dict[str, torch.Tensor], gen: torch.Generator, device: torch.device) -> None:
+    if ("cuda" in state) != (device.type == "cuda"):
+        raise VgmError(f"the checkpoint was written on another kind of device than {device}; "
+                       "resume it on the device it was trained on")
     torch.set_rng_state(state["torch"])
     gen.set_state(state["shuffle"])
-    if device.type == "cuda" and "cuda" in state:
+    if device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
@@ -108,9 +113,13 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
     if resume:
         rng, info = load_checkpoint(ckpt, model, opt)
         set_rng_state(rng, gen, device)
-        start, best, best_epoch = info["epoch"], info["best"], info["best_epoch"]
-        history = read_metrics(run_dir)[:start]
+        start, best, best_epoch, history = info["epoch"], info["best"], info["best_epoch"], info["history"]
         write_metrics(run_dir, history)     # drop lines of an epoch that never reached its checkpoint
+    else:
+        torch.manual_seed(cfg.seed)
+        if run_dir is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_metrics(run_dir, [])
     steps = math.ceil(n / cfg.batch_size)
     names: list[str] | None = None
     buf = None
@@ -164,7 +173,7 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
                 model.save(run_dir)
             append_metrics(run_dir, row)
             save_checkpoint(ckpt, model, opt, rng_state(gen, device),
-                            {"epoch": epoch + 1, "best": best, "best_epoch": best_epoch})
+                            {"epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "history": history})
     if best_state is None and run_dir is not None and best_epoch > 0:   # resumed after the best epoch
         best_state = load_model_state(run_dir)
     if best_state is not None:
@@ -177,19 +186,6 @@ def format_row(row: dict, epochs: int) -> str:
         keys = [k for k in ("elbo", "recon", "kl") if k in d] or ["loss"]
         return " ".join(f"{k} {d[k]:.3f}" for k in keys)
     return f"epoch {row['epoch']:>3}/{epochs}  train {terms(row['train'])}  |  val {terms(row['val'])}  ({row['seconds']:.1f}s)"
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break        # a line cut short by an interruption
-    return rows
 
 
 def load_model_state(run_dir: Path) -> dict[str, torch.Tensor]:
