@@ -34,7 +34,7 @@ def quick_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("experiments")
     load_all()
     threads = torch.get_num_threads()
-    torch.set_num_threads(min(threads, 2))
+    torch.set_num_threads(1)       # tiny MLPs: a second thread buys nothing on 2 shared cores
     try:
         for name in MINE:
             out = root / name
@@ -110,7 +110,8 @@ def test_posterior_calibration_and_cost(quick_runs):
     assert ex["test_log_lik"] > mp["test_log_lik"]
     ev = next(r for r in res["table"] if r["part"] == "evidence")
     assert ev["evidence_minus_elbo"] == pytest.approx(ev["kl_q_to_exact_posterior"], abs=0.05)   # gap = KL
-    assert ev["vi_sd_over_optimal_mean_field_sd"] == pytest.approx(1, abs=0.05)
+    assert ev["vi_sd_over_optimal_mean_field_sd"] == pytest.approx(1, abs=0.05)   # VI found its optimum:
+    assert ev["vi_mean_error_in_sd"] < 0.1                                         # the exact mean, 1/√Λ_jj
     assert ev["vi_sd_over_exact_marginal_sd"] < 0.95
     cost = [r for r in res["table"] if r["part"] == "cost"]
     assert all(r["grid_mean_error"] < 1e-4 and r["grid_log_evidence_error"] < 1e-3 for r in cost if "grid_seconds" in r)

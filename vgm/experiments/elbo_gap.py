@@ -148,7 +148,8 @@ def run(out: Path, quick: bool, seed: int, data_dir: str | None) -> dict:
         command=command_line("elbo-gap", quick, seed, data_dir), table=rows, figures=figures, verdict=verdict,
         held=held,
         notes="L_K is estimated from one pool of K_max importance weights per image, cut into disjoint groups of K "
-              "(so the small-K values average many groups); mc_std_err is the Monte Carlo standard error of the mean (none for K_max, a single group). VAE: Gaussian p(x|z) with "
+              "(so the small-K values average many groups); mc_std_err is the Monte Carlo standard error of the mean "
+              "(none for K_max, a single group). VAE: Gaussian p(x|z) with "
               "σ = 0.1 on grey levels, so log p(x) is a density (nats per image, can be positive). PPCA: "
               "maximum-likelihood fit to the same training images (sklearn PCA), W randomly rotated so that "
               "the mean-field q (exact posterior mean, variances 1/Λ_jj) differs from the correlated exact posterior.")
