@@ -235,6 +235,7 @@ def write_report(folder: Path, out: Path | None = None) -> Path:
     if not out.parent.is_dir():
         raise VgmError(f"report: the folder of {out} does not exist")
     atomic_write(out, render(results).encode())
+    out.chmod(0o644)          # a page to share (atomic_write's temporary file is private)
     return out
 
 
