@@ -220,7 +220,7 @@ def test_flow_and_dequantized_vae_are_scored_on_the_same_scale():
 
 def test_cli_train_evaluate_sample_on_moons(tmp_path):
     run = tmp_path / "run"
-    r = run_cli("train", "nsf", "--data", "moons", "--epochs", "1", "--depth", "2", "--hidden", "16", "--bins", "4",
+    r = run_cli("train", "nsf", "--data", "moons", "--epochs", "1", "--depth", "1", "--hidden", "8", "--bins", "4",
                 "--batch-size", "500", "--out", run, "--quiet", "--seed", "3")
     assert r.returncode == 0, r.stderr
     r = run_cli("evaluate", run, "--json")
