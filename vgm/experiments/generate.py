@@ -18,7 +18,7 @@ from ..registry import register_experiment
 from ..sample_quality import train_scorer
 from ..vae import VAE
 from . import command_line, write_results
-from .common import VAE_KW, batch_size, datasets, pyplot, save_figure, show_grid, train
+from .common import batch_size, datasets, pyplot, save_figure, show_grid, train, vae_kw
 
 CLAIM = "A VAE generates: prior samples, and latent interpolations between pairs of test digits."
 STEPS = 10
@@ -50,7 +50,7 @@ def run(out: Path, quick: bool, seed: int, data_dir: str | None) -> dict:
         epochs = (15 if quick else 100) if small else (3 if quick else 20)
         hidden = (256, 128) if small else (512, 256)
         latent = 8 if small else 16
-        kw = dict(hidden=hidden, batch_size=batch_size(name), **VAE_KW)
+        kw = dict(hidden=hidden, batch_size=batch_size(name), **vae_kw(name))
         vae, _ = train(VAE, data, epochs, seed, latent_dim=latent, **kw)
         scorer = train_scorer(data, epochs=30 if small else 10, seed=seed)
         torch.manual_seed(seed + 1)

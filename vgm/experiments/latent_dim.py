@@ -15,7 +15,7 @@ from ..registry import register_experiment
 from ..train import evaluate_terms
 from ..vae import VAE
 from . import command_line, write_results
-from .common import AE_KW, VAE_KW, batch_size, datasets, pyplot, save_figure, show_grid, train
+from .common import ae_kw, batch_size, datasets, pyplot, save_figure, show_grid, train, vae_kw
 
 CLAIM = "Fewer latent dimensions, blurrier reconstructions."
 ACTIVE_THRESHOLD = 0.01
@@ -40,7 +40,7 @@ def run(out: Path, quick: bool, seed: int, data_dir: str | None) -> dict:
         shown = x[:8]
         recon = {}
         for d in dims:
-            for label, cls, kw in (("AE", AE, AE_KW), ("VAE", VAE, VAE_KW)):
+            for label, cls, kw in (("AE", AE, ae_kw(name)), ("VAE", VAE, vae_kw(name))):
                 model, _ = train(cls, data, epochs, seed, latent_dim=d, hidden=hidden,
                                  batch_size=batch_size(name), **kw)
                 torch.manual_seed(seed)
