@@ -155,7 +155,7 @@ def run(out: Path, quick: bool, seed: int, data_dir: str | None) -> dict:
 
     # --- the cost of exact inference by numerical integration over a grid, against the dimension
     points = 20
-    dims = (1, 2, 3, 4) if quick else (1, 2, 3, 4, 5, 6)
+    dims = (1, 2, 3, 4) if quick else (1, 2, 3, 4, 5)
     cost = []
     for dd in (*dims, 10, 20, 50):
         ph, yy = features(x[0], dd), y[0]
