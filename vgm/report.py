@@ -7,7 +7,6 @@ notes, and any extra JSON values), so experiments written by anyone appear witho
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import json
@@ -241,7 +240,9 @@ def write_report(folder: Path, out: Path | None = None) -> Path:
 
 @register_command("report")
 def cmd_report(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="vgm report",
+    from .cli import Parser            # argparse with one-line usage errors (imported here: cli imports vgm)
+
+    p = Parser(prog="vgm report",
                                 description="gather every experiment in DIR (DIR/NAME/results.json) into one HTML page")
     p.add_argument("dir", type=Path, help="the --out folder of `vgm experiment`")
     p.add_argument("--out", type=Path, default=None, help="HTML file to write (default: DIR/report.html)")
