@@ -10,7 +10,7 @@ import torch
 
 import vgm
 from vgm.dequantize import eval_noise, log_scale
-from vgm.flows import (MADE, ActNorm, AffineCoupling, Flow, Logit, LULinear, MaskedAffineAutoregressive,
+from vgm.flows import (MADE, ActNorm, AffineCoupling, Logit, LULinear, MaskedAffineAutoregressive,
                        Permutation, Reverse, RQSplineCoupling, UniformDequantization)
 from vgm.flows.toy2d import TOY
 
