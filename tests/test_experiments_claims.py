@@ -223,7 +223,7 @@ def foreign_experiment(root: Path) -> None:
                   per_epoch=[1.0, 0.5], settings={"lr": 1e-3})
 
 
-def test_report_opens_from_disk_in_a_headless_browser(quick_runs, chromium, tmp_path):
+def test_report_opens_from_disk_in_a_headless_browser(quick_runs, chromium, tmp_path, monkeypatch):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -243,7 +243,7 @@ def test_report_opens_from_disk_in_a_headless_browser(quick_runs, chromium, tmp_
         opts.add_argument(flag)
     opts.add_argument(f"--user-data-dir={tmp_path / 'profile'}")
     opts.set_capability("goog:loggingOptions", {"browser": "ALL"})
-    os.environ.setdefault("SE_OFFLINE", "true")          # Selenium Manager must not fetch anything
+    monkeypatch.setenv("SE_OFFLINE", "true")             # Selenium Manager must not fetch anything
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
     try:
         driver.get(page.as_uri())
