@@ -14,6 +14,7 @@ The annealing step counter is a buffer of the model, so a saved or resumed run c
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -184,7 +185,7 @@ class SeqVAE(Model):
             z = q.sample((min(chunk, k - s),))
             log_w = self.decode(z).log_prob(x) + prior.log_prob(z) - q.log_prob(z)
             parts.append(torch.logsumexp(log_w, 0))
-        return torch.logsumexp(torch.stack(parts), 0) - torch.log(torch.tensor(float(k)))
+        return torch.logsumexp(torch.stack(parts), 0) - math.log(k)
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor, greedy: bool = False) -> torch.Tensor:
