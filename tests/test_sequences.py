@@ -218,6 +218,8 @@ def test_vrnn_iw_bound(names):
     assert l1 == pytest.approx(elbo, abs=0.05) and l50 > elbo
     ev = model.evaluate(x, iw_samples=20, batch_size=64)
     assert ev["log_px"] >= ev["elbo"] and len(ev["kl_per_unit"]) == 8
+    assert sum(ev["kl_per_unit"]) == pytest.approx(ev["kl"], rel=1e-4)
+    assert ev["elbo"] == pytest.approx(-(ev["recon"] + ev["kl"]), abs=1e-4)
 
 
 def test_diagnostics_detect_collapse_when_decoder_ignores_z(names, trained):
@@ -236,6 +238,7 @@ def test_diagnostics_detect_collapse_when_decoder_ignores_z(names, trained):
     assert ev["active_units"] == 0 and ev["kl"] < 0.1
     ok = trained.evaluate(names.test[:300], iw_samples=0)      # free bits: z in use
     assert ok["active_units"] > 0 and ok["kl"] > 1.0
+    assert sum(ok["kl_per_unit"]) == pytest.approx(ok["kl"], rel=1e-4)
 
 
 def test_annealing_keeps_active_units(names):
