@@ -78,6 +78,13 @@ def test_force_replaces_only_on_success(digits_run, tmp_path):
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1 and not (run / ".vgm-replaced").exists()
 
 
+def test_a_run_that_fails_in_its_first_epoch_leaves_nothing_behind(tmp_path):
+    out = tmp_path / "new"
+    r = run_cli("train", "vae", "--lr", "1e30", "--epochs", 2, "--out", out, "--quiet")
+    assert_one_line_error(r, "NaN or infinite")
+    assert not out.exists()
+
+
 def test_resume_refuses_a_changed_configuration(digits_run):
     before = snapshot(digits_run)
     r = run_cli("train", "vae", "--resume", "--latent-dim", 9, "--out", digits_run)

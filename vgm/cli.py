@@ -91,7 +91,7 @@ def train_parser(kind: str) -> tuple[Parser, list[str], list[str]]:
     p = Parser(prog=f"vgm train {kind}", description=(cls.__doc__ or "").strip().splitlines()[0])
     d = p.add_argument_group("data")
     d.add_argument("--data", choices=sorted(DATASETS), default=None, help="dataset (default: digits)")
-    d.add_argument("--data-dir", default=None, help=f"folder of an MNIST-layout dataset (or set {DATA_DIR_ENV})")
+    d.add_argument("--data-dir", default=None, help=f"where the data are: an MNIST-layout folder, or the file of a file-based dataset (or set {DATA_DIR_ENV})")
     d.add_argument("--binarize", choices=BINARIZE, default=None, help="binarisation of the images (default: none)")
     d.add_argument("--val-fraction", type=finite_float, default=None, help="share of training data held out for validation (default: 0.1)")
     t = p.add_argument_group("training")
@@ -159,6 +159,7 @@ def cmd_train(argv: list[str]) -> int:
         probe = copy.deepcopy(model)
         load_checkpoint(ckpt, probe, torch.optim.Adam(probe.parameters()))
     backup = stash_run(out) if a.force else None
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         if not a.resume:
@@ -183,6 +184,11 @@ def cmd_train(argv: list[str]) -> int:
             note = f"continue with: vgm train {kind} --resume --out {out}"
         else:
             note = "no epoch had finished"
+            if not a.resume:                 # leave no half-made run behind: the same command can be retried
+                for f in RUN_FILES:
+                    (out / f).unlink(missing_ok=True)
+                if created and not any(out.iterdir()):
+                    out.rmdir()
         if isinstance(e, KeyboardInterrupt):
             raise VgmError(f"interrupted; {note}") from None
         if isinstance(e, VgmError) and backup is not None:
