@@ -116,6 +116,14 @@ def load_digits(data_dir=None, binarize="none", val_fraction=0.1) -> Splits:
     return image_splits(x[tr], d.target[tr], x[te], d.target[te], binarize, val_fraction, "digits", levels=17)
 
 
+def data_location(data_dir: str | None, dataset: str, what: str) -> Path:
+    """--data-dir, else $VGM_DATA_DIR, for a dataset that lives in the user's files."""
+    data_dir = data_dir or os.environ.get(DATA_DIR_ENV)
+    if not data_dir:
+        raise VgmError(f"dataset {dataset!r} needs a {what}: pass --data-dir or set {DATA_DIR_ENV}")
+    return Path(data_dir).expanduser()
+
+
 IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -160,10 +168,7 @@ def idx_images(path: Path) -> np.ndarray:
 @register_dataset("mnist")
 def load_mnist(data_dir=None, binarize="none", val_fraction=0.1) -> Splits:
     """An MNIST-layout IDX folder; the t10k files are the test split."""
-    data_dir = data_dir or os.environ.get(DATA_DIR_ENV)
-    if not data_dir:
-        raise VgmError(f"dataset 'mnist' needs a folder: pass --data-dir or set {DATA_DIR_ENV}")
-    folder = Path(data_dir).expanduser()
+    folder = data_location(data_dir, "mnist", "folder")
     if not folder.is_dir():
         raise VgmError(f"data folder {folder} does not exist")
     train_x = idx_images(find_idx(folder, "train-images-idx3-ubyte"))

@@ -9,13 +9,12 @@ Each split is a (N, longest + 1) long tensor: character ids, EOS, PAD (see vgm.s
 """
 from __future__ import annotations
 
-import os
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from .data import DATA_DIR_ENV, SPLIT_SEED, Splits
+from .data import SPLIT_SEED, Splits, data_location
 from .errors import VgmError
 from .registry import register_dataset
 from .sequences import encode_text
@@ -67,10 +66,7 @@ def read_lines(path: Path) -> list[str]:
 @register_dataset("text")
 def load_text(data_dir=None, binarize="none", val_fraction=0.1) -> Splits:
     """Any UTF-8 text file, one sequence per line."""
-    data_dir = data_dir or os.environ.get(DATA_DIR_ENV)
-    if not data_dir:
-        raise VgmError(f"dataset 'text' needs a file: pass --data-dir FILE or set {DATA_DIR_ENV}")
-    path = Path(data_dir).expanduser()
+    path = data_location(data_dir, "text", "file")
     return text_splits(read_lines(path), val_fraction, binarize, str(path))
 
 
