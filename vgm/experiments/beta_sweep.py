@@ -42,7 +42,7 @@ class Budget:
 
 
 FULL = Budget(images=24000, epochs=6, batch_size=64, n_codes=5000, n_points=500)    # ≈ 1,800 steps per model
-QUICK = Budget(images=1000, epochs=1, batch_size=64, n_codes=400, n_points=40)
+QUICK = Budget(images=1000, epochs=1, batch_size=64, n_codes=300, n_points=20)
 
 
 def measure(model, splits, grid: DSprites, budget: Budget, seed: int) -> dict:
