@@ -149,6 +149,11 @@ def cmd_train(argv: list[str]) -> int:
     cls = MODELS[kind]
     fields = {f.name for f in dataclasses.fields(cls.Config)}
     from_data = {k: v for k, v in {"input_shape": splits.shape, **splits.meta}.items() if k in fields}
+    clash = {k: v for k, v in from_data.items()
+             if not a.resume and k in model_cfg and json.loads(json.dumps(model_cfg[k])) != json.loads(json.dumps(v))}
+    if clash:
+        k, v = next(iter(clash.items()))
+        raise VgmError(f"--{k.replace('_', '-')} is set by the data ({data_cfg['data']}: {v}); leave it out")
     try:
         model = cls(cls.Config(**{**model_cfg, **from_data}))
     except (TypeError, ValueError, ArithmeticError) as e:

@@ -29,7 +29,7 @@ def elbo(model, x: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def log_px(model, x: torch.Tensor, k: int = 1000, max_elements: int = 2 ** 22) -> torch.Tensor:
+def log_px(model, x: torch.Tensor, k: int = 1000, max_elements: int = 2 ** 20) -> torch.Tensor:
     """Per-example importance-weighted estimate L_K of log p(x) with K = k samples from q(z|x).
 
     Samples are drawn in chunks (at most `max_elements` decoded values per chunk) and combined with a
