@@ -50,14 +50,13 @@ def save_traversals(path: str | Path, model, x0: torch.Tensor, data: torch.Tenso
     imgs = traversal(model, x0, steps, span)[torch.as_tensor(order.copy())]
     d, h = len(order), imgs.shape[-2]
     pic = grid(torch.cat([x0[None].expand(d, *x0.shape)[:, None], imgs], 1).flatten(0, 1), ncol=steps + 1)
-    fig, ax = plt.subplots(figsize=(0.55 * (steps + 1) + 1.6, 0.55 * d + 0.6))
+    fig, ax = plt.subplots(figsize=(0.55 * (steps + 1) + 1.6, 0.55 * d + 0.6), layout="tight")
     ax.imshow(pic, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     for row, j in enumerate(order):
         ax.text(pic.shape[1] + 2, 1 + row * (h + 1) + h / 2, f"z{j}  KL {kl[j]:.2f}", va="center", fontsize=8)
     ax.set_xticks([1 + h / 2 + (k + 1) * (h + 1) for k in (0, steps - 1)], [f"{-span:g}", f"{span:g}"])
     ax.set_yticks([])
     ax.set_title(title or f"latent traversals over [−{span:g}, {span:g}] (first column: the image)", fontsize=9)
-    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)

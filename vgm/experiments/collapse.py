@@ -81,7 +81,7 @@ def figure(path: Path, curves: dict, rows: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8), layout="tight")
     for name, (train_kl, val_kl) in curves.items():
         line, = a.plot(range(1, len(val_kl) + 1), val_kl, label=name)
         a.plot(range(1, len(train_kl) + 1), train_kl, ":", color=line.get_color())
@@ -93,6 +93,5 @@ def figure(path: Path, curves: dict, rows: list[dict]) -> None:
         b.bar([u + i * width for u in range(len(kl))], kl, width, label=f"{r['variant']} ({r['active units']} active)")
     b.set(xlabel="latent unit", ylabel="test KL per unit [nats]", title="where the information goes")
     b.legend(fontsize=7)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

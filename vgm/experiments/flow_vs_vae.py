@@ -54,7 +54,7 @@ def figure(path: Path, panels: list[tuple[str, dict]]) -> None:
 
     from ..plots import grid
 
-    fig, axes = plt.subplots(len(panels), 3, figsize=(12, 4 * len(panels)), squeeze=False)
+    fig, axes = plt.subplots(len(panels), 3, figsize=(12, 4 * len(panels)), squeeze=False, layout="tight")
     for ax, (name, p) in zip(axes, panels):
         for a, key in zip(ax[:2], ("flow", "vae")):
             a.imshow(grid(p[key + "_samples"]), cmap="gray", vmin=0, vmax=1)
@@ -69,7 +69,6 @@ def figure(path: Path, panels: list[tuple[str, dict]]) -> None:
         lo = min(-p["flow_hist"][skip]["val"]["loss"], p["vae_hist"][skip]["val"]["elbo"])
         ax[2].set_ylim(bottom=lo / p["bits"])
         ax[2].legend()
-    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
