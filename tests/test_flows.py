@@ -141,6 +141,12 @@ def test_made_is_autoregressive():
     dep = j.abs().sum(1) > 0                                                   # output i depends on input j
     assert not dep.triu().any()                                                # only on j < i
     assert dep[torch.ones(d, d, dtype=torch.bool).tril(-1)].all()             # and on every such j
+    # fewer hidden units than inputs: still autoregressive, and the last output sees the first and last inputs
+    # (read off the product of the masks: a single-point Jacobian can miss paths through inactive ReLUs)
+    masks = [m.mask.double() for m in MADE(12, hidden=5, params=1).net if hasattr(m, "mask")]
+    dep12 = (masks[2] @ masks[1] @ masks[0]) > 0                              # (outputs, inputs)
+    assert not dep12.triu().any()
+    assert dep12[-1, 0] and dep12[-1, -2] and dep12[1, 0]
     maf = perturb(MaskedAffineAutoregressive(d, 20).double())
     jz = torch.autograd.functional.jacobian(lambda v: maf(v[None])[0][0], x)
     assert torch.equal(jz.triu(1), torch.zeros_like(jz)) and (jz.diagonal() != 0).all()

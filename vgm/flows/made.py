@@ -32,7 +32,11 @@ class MADE(nn.Module):
         super().__init__()
         self.features, self.params = features, params
         d_in = torch.arange(1, features + 1)
-        d_hidden = torch.arange(hidden) % max(1, features - 1) + 1
+        span = max(1, features - 1)
+        if hidden >= span:                   # every degree 1..D-1, cycled
+            d_hidden = torch.arange(hidden) % span + 1
+        else:                                # fewer units than degrees: spread evenly over 1..D-1, both ends kept
+            d_hidden = 1 + torch.arange(hidden) * (span - 1) // max(1, hidden - 1)
         d_out = d_in.repeat_interleave(params)                          # output (i, p) has degree i
         mods, prev = [], d_in
         for _ in range(layers):
