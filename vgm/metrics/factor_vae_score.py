@@ -1,7 +1,8 @@
 """The FactorVAE score (Kim & Mnih, 2018): does the least varying code reveal which factor was held fixed?
 
 Each representation dimension is divided by its standard deviation over `n_variance` random images;
-dimensions whose variance is below `prune` (collapsed to the prior) are left out. One vote: pick a factor
+dimensions whose standard deviation is below `prune` (collapsed to the prior) are left out, as in
+disentanglement_lib. One vote: pick a factor
 k, fix it at a random value, draw `batch_size` images, and take the (normalised) dimension of least
 variance. A majority-vote classifier maps each dimension to the factor it most often voted for; the score is
 its accuracy on `n_eval` fresh votes (defaults: 10,000 training and 5,000 evaluation votes, batches of 64).
@@ -12,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import VgmError
 from .beta_vae_score import check_sizes, represent
 
 
@@ -41,10 +43,12 @@ def factor_vae_score(encode: Callable, dataset, n_train: int = 10000, n_eval: in
     images(factors) (e.g. vgm.dsprites.DSprites).
     """
     check_sizes(n_train=n_train, n_eval=n_eval, batch_size=batch_size, n_variance=n_variance)
+    if batch_size < 2 or n_variance < 2:
+        raise VgmError("batch-size and n-variance must be >= 2 (a variance needs two points)")
     rng = np.random.default_rng(seed)
     z = represent(encode, dataset, dataset.sample_factors(n_variance, rng))
     variance = np.var(z, axis=0, ddof=1)
-    active = variance >= prune
+    active = np.sqrt(variance) >= prune
     if not active.any():
         return {"train_accuracy": 0.0, "eval_accuracy": 0.0, "active_dims": 0}
     scale = np.sqrt(variance)
