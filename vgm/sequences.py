@@ -17,6 +17,7 @@ from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 import torch.nn.functional as F
 
+from .base import Model
 from .checkpoint import atomic_write
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
@@ -268,3 +269,16 @@ def render(model, x: torch.Tensor, path: str | Path, title: str = "", recon: tor
     if title:
         fig.suptitle(title)
     atomic_write(path, _figure_bytes(fig))
+
+
+class SequenceModel(Model):
+    """What seqvae and vrnn share: `vgm evaluate` scores and `vgm sample` / `vgm reconstruct` output for sequences."""
+
+    def evaluate(self, x: torch.Tensor, iw_samples: int = 1000, batch_size: int = 500) -> dict:
+        return evaluate_sequences(self, x, iw_samples, batch_size)
+
+    def render_samples(self, samples: torch.Tensor, path) -> None:
+        render(self, samples, path, title=f"{self.kind}: samples from the prior")
+
+    def render_reconstructions(self, x: torch.Tensor, recon: torch.Tensor, path) -> None:
+        render(self, x, path, title=f"{self.kind}: data -> reconstruction", recon=recon)

@@ -23,10 +23,9 @@ from torch import nn
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from .base import Model
 from .registry import register_model
-from .sequences import (ANNEAL, BOS, EOS, LIKELIHOODS, PAD, UNK, StepInput, StepOutput, check_input,
-                        evaluate_sequences, free_bits_kl, kl_weight, lengths, mask, masked_log_prob, render, trim, vocab_size)
+from .sequences import (ANNEAL, BOS, EOS, LIKELIHOODS, PAD, UNK, SequenceModel, StepInput, StepOutput, check_input,
+                        free_bits_kl, kl_weight, lengths, mask, masked_log_prob, trim, vocab_size)
 
 MAX_IW_ROWS = 8192      # sequences decoded at once when estimating log p(x)
 
@@ -84,7 +83,7 @@ class Autoregressive(Distribution):
 
 
 @register_model("seqvae")
-class SeqVAE(Model):
+class SeqVAE(SequenceModel):
     """Sentence VAE (Bowman et al., 2016): RNN encoder -> global z -> RNN decoder, with collapse remedies."""
 
     Config = SeqVAEConfig
@@ -225,14 +224,6 @@ class SeqVAE(Model):
         w = torch.linspace(0, 1, steps, device=za.device)[:, None]
         return self.generate((1 - w) * za + w * zb, greedy=True)
 
-    def evaluate(self, x: torch.Tensor, iw_samples: int = 1000, batch_size: int = 500) -> dict:
-        return evaluate_sequences(self, x, iw_samples, batch_size)
-
-    def render_samples(self, samples: torch.Tensor, path) -> None:
-        render(self, samples, path, title=f"{self.kind}: samples from the prior")
-
-    def render_reconstructions(self, x: torch.Tensor, recon: torch.Tensor, path) -> None:
-        render(self, x, path, title=f"{self.kind}: data -> reconstruction", recon=recon)
 
 
 def next_step(head: StepOutput, h: torch.Tensor, greedy: bool) -> torch.Tensor:

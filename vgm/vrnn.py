@@ -19,12 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
-from .base import Model
 from .nets import mlp
 from .registry import register_model
 from .seqvae import check_common, next_step
-from .sequences import (EOS, LIKELIHOODS, PAD, StepInput, StepOutput, check_input, evaluate_sequences, mask,
-                        render, trim, vocab_size)
+from .sequences import (EOS, LIKELIHOODS, PAD, SequenceModel, StepInput, StepOutput, check_input, mask, trim,
+                        vocab_size)
 
 MAX_IW_ROWS = 8192
 
@@ -48,7 +47,7 @@ def normal(params: torch.Tensor) -> Normal:
 
 
 @register_model("vrnn")
-class VRNN(Model):
+class VRNN(SequenceModel):
     """Variational RNN (Chung et al., 2015): a latent per step, learned prior p(z_t | h_{t-1})."""
 
     Config = VRNNConfig
@@ -158,14 +157,6 @@ class VRNN(Model):
         r = self.filter(x, use_mean=True)["recon"]
         return torch.where(mask(x), r, PAD) if r.dtype == torch.long else r
 
-    def evaluate(self, x: torch.Tensor, iw_samples: int = 1000, batch_size: int = 500) -> dict:
-        return evaluate_sequences(self, x, iw_samples, batch_size)
-
-    def render_samples(self, samples: torch.Tensor, path) -> None:
-        render(self, samples, path, title=f"{self.kind}: samples from the prior")
-
-    def render_reconstructions(self, x: torch.Tensor, recon: torch.Tensor, path) -> None:
-        render(self, x, path, title=f"{self.kind}: data -> reconstruction", recon=recon)
 
 
 def target(xt: torch.Tensor) -> torch.Tensor:
