@@ -46,9 +46,13 @@ class BetaVAE(VAE):
         # t, saved with the weights and the training checkpoint, so that --resume continues the schedule exactly
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
-    def current_capacity(self) -> float:
+    def capacity_now(self) -> torch.Tensor:
+        """C(t) = C_max · min(1, t / T), as a tensor (no sync)."""
         c = self.config
-        return c.capacity * min(1.0, self.step.item() / c.capacity_steps)
+        return c.capacity * torch.clamp(self.step.float() / c.capacity_steps, max=1.0)
+
+    def current_capacity(self) -> float:
+        return self.capacity_now().item()
 
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per example: recon, kl, elbo, and loss = recon + β·kl, or the annealed loss (see module docstring).
@@ -59,7 +63,7 @@ class BetaVAE(VAE):
         c = self.config
         terms = elbo(self, x)
         if c.capacity > 0:
-            cap = c.capacity * torch.clamp(self.step.float() / c.capacity_steps, max=1.0)
+            cap = self.capacity_now()
             side = torch.sign(terms["kl"].mean().detach() - cap)
             terms["loss"] = terms["recon"] + c.gamma * side * (terms["kl"] - cap)
             terms["capacity"] = cap.expand_as(terms["kl"])

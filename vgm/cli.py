@@ -26,7 +26,7 @@ from .data import BINARIZE, DATA_DIR_ENV, Splits
 from .data import load as load_data
 from .errors import VgmError
 from .registry import COMMANDS, DATASETS, EXPERIMENTS, MODELS
-from .train import TrainConfig, fit, resolve_device
+from .train import TrainConfig, fit, resolve_device, selection_score
 
 RUN_FILES = ("config.json", "model.json", "model.safetensors", "checkpoint.safetensors", "metrics.jsonl")
 DATA_DEFAULTS = {"data": "digits", "data_dir": None, "binarize": "none", "val_fraction": 0.1}
@@ -202,7 +202,7 @@ def cmd_train(argv: list[str]) -> int:
     if backup is not None:
         shutil.rmtree(backup)
     if history:
-        best = max(history, key=lambda r: r["val"].get("elbo", -r["val"]["loss"]))
+        best = max(history, key=lambda r: selection_score(r["val"]))
         print(f"done: best validation epoch {best['epoch']}: " +
               ", ".join(f"{k} {v:.3f}" for k, v in best["val"].items()) + f"; model in {out}")
     return 0
