@@ -22,7 +22,7 @@ from torch import nn
 
 import vgm
 from vgm.data import load as load_data
-from vgm.train import TrainConfig, evaluate_terms, fit
+from vgm.train import TrainConfig, fit
 
 D, H1, H2, Z = 784, 512, 256, 32
 ENC = [(D, H1), (H1, H2), (H2, 2 * Z)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -13,7 +12,7 @@ from torch import nn
 import vgm
 from vgm.betavae import BetaVAE
 from vgm.tcvae import TCVAE
-from vgm.traversal import kl_per_dim, save_traversals, traversal
+from vgm.traversal import kl_per_dim, traversal
 
 from conftest import run_cli
 
