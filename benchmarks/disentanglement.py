@@ -16,12 +16,12 @@ import time
 
 import torch
 
-from vgm.betavae import BetaVAE
-from vgm.dsprites import DSprites, dsprites_splits
+from vgm.models.betavae import BetaVAE
+from vgm.data.dsprites import DSprites, dsprites_splits
 from vgm.metrics import dci, factor_vae_score, mig
 from vgm.metrics.beta_vae_score import represent
-from vgm.metrics.command import encoder_of
-from vgm.tcvae import TCVAE
+from vgm.tools.metrics import encoder_of
+from vgm.models.tcvae import TCVAE
 from vgm.train import TrainConfig, evaluate_terms, fit
 
 import numpy as np

@@ -5,7 +5,7 @@
 
 Each flow trains with Adam (lr 1e-3, batches of 128, fresh dequantization noise every batch) until its
 --budget-s of CPU time (this process's, summed over its threads; checked after each step) is spent, then is scored on the whole test split with
-vgm.dequantize's fixed noise, with the weights of its best validation epoch (scored after every epoch,
+vgm.data.dequantize's fixed noise, with the weights of its best validation epoch (scored after every epoch,
 outside the budget, as `vgm train` selects them): log_px in nats per image on the discrete (8-bit) scale and bits/dim, exactly as
 `vgm evaluate` reports them for a run. Throughput = examples / CPU seconds of the training steps (no
 evaluation); CPU time rather than wall-clock time, so that other work on a shared machine does not count. Prints one
@@ -61,15 +61,15 @@ def main() -> None:
                 if train_s >= a.budget_s:
                     break
             epoch += 1
-            val = model.evaluate(data.val, batch_size=500)["log_px"]
+            val = vgm.evaluate(model, data.val, batch_size=500)["log_px"]
             model.train()
             if val > best:
                 best, best_epoch = val, epoch
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         wall = time.perf_counter() - wall0
-        final = model.evaluate(data.test, batch_size=500)
+        final = vgm.evaluate(model, data.test, batch_size=500)
         model.load_state_dict(best_state)
-        res = model.evaluate(data.test, batch_size=500)
+        res = vgm.evaluate(model, data.test, batch_size=500)
         row = {"flow": kind, "config": FLOWS[kind], "params": sum(q.numel() for q in model.parameters()),
                "train_cpu_s": round(train_s, 1), "train_wall_s": round(wall, 1), "steps": steps, "epochs": round(seen / len(data.train), 2), "best_epoch": best_epoch,
                "examples_per_cpu_s": round(seen / train_s, 1), "test_log_px": round(res["log_px"], 2),

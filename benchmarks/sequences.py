@@ -14,8 +14,8 @@ import torch
 
 import vgm  # noqa: F401
 from vgm.data import load as load_data
-from vgm.seqvae import SeqVAE
-from vgm.vrnn import VRNN
+from vgm.models.seqvae import SeqVAE
+from vgm.models.vrnn import VRNN
 
 KEYS = ("likelihood", "alphabet", "input_dim", "max_len")
 

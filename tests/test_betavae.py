@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 import vgm
-from vgm.betavae import BetaVAE
-from vgm.tcvae import TCVAE
-from vgm.traversal import kl_per_dim, traversal
+from vgm.models.betavae import BetaVAE
+from vgm.models.tcvae import TCVAE
+from vgm.tools.traversal import kl_per_dim, traversal
 
 from conftest import run_cli
 

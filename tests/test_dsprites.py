@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from vgm import VgmError, load_data
-from vgm.dsprites import FACTOR_SIZES, HALF, DSprites
+from vgm.data.dsprites import FACTOR_SIZES, HALF, DSprites
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,8 @@ from vgm.experiments.common import pyplot, save_figure
 from vgm.experiments.elbo_gap import PPCA, bounds, log_weights
 from vgm.experiments.posterior import exact_posterior, features, grid_posterior, log_evidence
 from vgm.experiments.reparam import gradient_estimates, variance_study
-from vgm.report import find_results, fmt, render
-from vgm.sample_quality import frechet_distance
+from vgm.tools.report import find_results, fmt, render
+from vgm.tools.sample_quality import frechet_distance
 
 MINE = ("ae-vs-vae", "latent-dim", "reparam", "posterior", "elbo-gap", "generate")
 

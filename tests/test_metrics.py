@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vgm import VgmError
-from vgm.dsprites import DSprites
+from vgm.data.dsprites import DSprites
 from vgm.metrics import beta_vae_score, dci, factor_vae_score, mig, sap
 
 dci_module = sys.modules["vgm.metrics.dci"]

@@ -15,10 +15,11 @@ import vgm
 from vgm.cli import main
 from vgm.data import Splits
 from vgm.data import load as load_data
-from vgm.seqvae import SeqVAE
-from vgm.sequences import (EOS, FIRST, PAD, UNK, encode_text, free_bits_kl, kl_weight, mask, to_text)
+from vgm.models.seqvae import SeqVAE
+from vgm.data.tokens import EOS, FIRST, PAD, UNK, encode_text, to_text
+from vgm.models.sequences import free_bits_kl, kl_weight, mask
 from vgm.train import TrainConfig, fit
-from vgm.vrnn import VRNN
+from vgm.models.vrnn import VRNN
 
 
 @pytest.fixture(scope="module")

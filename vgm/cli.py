@@ -6,84 +6,27 @@ Every user error ends in one line on stderr ("vgm: error: ...") and exit status 
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import json
 import math
-import os
 import shutil
 import sys
-import types
-import typing
 from pathlib import Path
 
 import torch
 
 from . import __version__
-from .checkpoint import load, load_checkpoint, read_json, write_json
-from .data import BINARIZE, DATA_DIR_ENV, Splits
+from .checkpoint import load, load_checkpoint, write_json
+from .data import BINARIZE, DATA_DIR_ENV
 from .data import load as load_data
 from .errors import VgmError
+from .options import Parser, add_config_arguments, finite_float
 from .registry import COMMANDS, DATASETS, EXPERIMENTS, MODELS
+from .run import RUN_FILES, checked_split, read_run_config, run_data, stash_run, unstash_run
 from .train import TrainConfig, fit, resolve_device, selection_score
-
-RUN_FILES = ("config.json", "model.json", "model.safetensors", "checkpoint.safetensors", "metrics.jsonl")
 DATA_DEFAULTS = {"data": "digits", "data_dir": None, "binarize": "none", "val_fraction": 0.1}
-SKIP_FIELDS = {"input_shape"}
 RESUME_MAY_CHANGE = ("epochs", "data_dir")
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr."""
-
-    def error(self, message: str) -> typing.NoReturn:
-        self.exit(2, f"vgm: error: {message} (see {self.prog} --help)\n")
-
-
-def parse_tuple(text: str) -> tuple[int, ...]:
-    try:
-        vals = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not vals or min(vals) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return vals
-
-
-def finite_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if v != v or v in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return v
-
-
-def add_config_arguments(p: argparse.ArgumentParser, config_cls, skip=SKIP_FIELDS) -> list[str]:
-    """One --flag per dataclass field (default None = 'not given'); returns the field names added."""
-    hints = typing.get_type_hints(config_cls)
-    names = []
-    for f in dataclasses.fields(config_cls):
-        if f.name in skip:
-            continue
-        t, flag = hints[f.name], "--" + f.name.replace("_", "-")
-        if isinstance(t, types.UnionType) or typing.get_origin(t) is typing.Union:
-            t = next(a for a in typing.get_args(t) if a is not type(None))
-        kw = dict(dest=f.name, default=None, help=f"{f.metadata.get('help', '')} (default: {f.default})".strip())
-        if "choices" in f.metadata:
-            kw["choices"] = f.metadata["choices"]
-        if t is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
-        elif typing.get_origin(t) is tuple:
-            p.add_argument(flag, type=parse_tuple, metavar="N,N,...", **kw)
-        elif t is float:
-            p.add_argument(flag, type=finite_float, **kw)
-        else:
-            p.add_argument(flag, type=t, **kw)
-        names.append(f.name)
-    return names
 
 
 def train_parser(kind: str) -> tuple[Parser, list[str], list[str]]:
@@ -208,61 +151,6 @@ def cmd_train(argv: list[str]) -> int:
     return 0
 
 
-def read_run_config(run_dir: Path) -> dict:
-    """config.json of a run folder, checked to be a vgm run configuration."""
-    if not run_dir.is_dir():
-        raise VgmError(f"run folder {run_dir} does not exist")
-    cfg = read_json(run_dir / "config.json")
-    if not (isinstance(cfg, dict) and isinstance(cfg.get("kind"), str)
-            and all(isinstance(cfg.get(k), dict) for k in ("data", "train", "model"))
-            and {"data", "data_dir", "binarize", "val_fraction"} <= set(cfg["data"])):
-        raise VgmError(f"{run_dir / 'config.json'} is not a vgm run configuration")
-    try:
-        TrainConfig(**cfg["train"])
-    except TypeError as e:
-        raise VgmError(f"{run_dir / 'config.json'} is not a vgm run configuration ({e})") from None
-    return cfg
-
-
-def stash_run(out: Path) -> Path | None:
-    """Move an existing run's files aside (restored if the new run fails, deleted when it succeeds)."""
-    present = [f for f in RUN_FILES if (out / f).exists()]
-    if not present:
-        return None
-    backup = out / ".vgm-replaced"
-    if backup.exists():
-        shutil.rmtree(backup)
-    backup.mkdir()
-    for f in present:
-        os.replace(out / f, backup / f)
-    return backup
-
-
-def unstash_run(out: Path, backup: Path) -> None:
-    for f in RUN_FILES:
-        (out / f).unlink(missing_ok=True)
-    for f in backup.iterdir():
-        os.replace(f, out / f.name)
-    backup.rmdir()
-
-
-def run_data(run_dir: Path, data_dir: str | None) -> tuple[dict, Splits]:
-    cfg = read_run_config(run_dir)
-    d = dict(cfg["data"])
-    if data_dir:
-        d["data_dir"] = data_dir
-    return cfg, load_data(d["data"], d["data_dir"], d["binarize"], d["val_fraction"])
-
-
-def checked_split(model, splits: Splits, split: str) -> torch.Tensor:
-    x = splits.split(split)
-    expected = tuple(getattr(model.config, "input_shape", x.shape[1:]))
-    if tuple(x.shape[1:]) != expected:
-        raise VgmError(f"the data have examples of shape {tuple(x.shape[1:])}, "
-                       f"but the model was trained on {expected}")
-    return x
-
-
 def cmd_evaluate(argv: list[str]) -> int:
     from .evaluate import evaluate
     p = Parser(prog="vgm evaluate", description="ELBO, its terms, and the importance-weighted log p(x) of a run")
@@ -282,8 +170,7 @@ def cmd_evaluate(argv: list[str]) -> int:
     _, splits = run_data(a.run_dir, a.data_dir)
     x = checked_split(model, splits, a.split).to(device)
     torch.manual_seed(a.seed)
-    scores = model.evaluate(x, a.iw_samples, a.batch_size) if hasattr(model, "evaluate") else \
-        evaluate(model, x, a.iw_samples, a.batch_size)
+    scores = evaluate(model, x, a.iw_samples, a.batch_size)
     res = {"run": str(a.run_dir), "kind": model.kind, "split": a.split, **scores}
     if a.json:
         finite = lambda v: None if isinstance(v, float) and not math.isfinite(v) else v

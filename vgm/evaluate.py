@@ -1,38 +1,83 @@
-"""Evaluation of a trained model on a data split: per-example ELBO terms, importance-weighted log p(x), bits/dim."""
+"""Evaluation of a trained model on a data split: per-example ELBO terms, importance-weighted log p(x), bits/dim.
+
+`evaluate(model, x)` is the one path every command and the API take. Models whose scores are not those of an
+image latent-variable model (flows: exact log p(x); sequence models: per-token scores) provide
+`model.evaluate(x, iw_samples, batch_size)`, and `evaluate` returns what that gives; every other model is scored
+here through encode / decode / prior alone.
+"""
 from __future__ import annotations
 
 import math
 
 import torch
-from torch.distributions import Bernoulli
+from torch.distributions import Bernoulli, ContinuousBernoulli
 
-from .ae import PointMass
+from .data.dequantize import bits_per_dim, dequantize, eval_noise, log_scale
 from .elbo import elbo, log_px
+from .errors import VgmError
+
+ACTIVE_THRESHOLD = 0.01   # a latent unit is active when Var_x E_q[z_d] > 0.01 (Burda et al., 2016)
+
+UNITS = {"elbo": "nats", "recon": "nats", "kl": "nats", "log_px": "nats", "elbo_gap": "nats",
+         "bits_per_dim": "bits/dim", "mse": "per value", "active_units": "units", "latent_dim": "units",
+         "levels": "grey levels", "sq_error": "per example"}
 
 
-@torch.no_grad()
 def evaluate(model, x: torch.Tensor, iw_samples: int = 1000, batch_size: int = 500) -> dict:
-    """Means over the examples of x, in nats per example (bits per dimension for log p(x)).
+    """Means over the examples of x, in nats per example (bits per dimension for log p(x)); x goes to the model's
+    device, and the model's training mode is restored afterwards, also when this raises.
 
     elbo, recon, kl      the ELBO and its two terms (one reparameterised sample per example)
     log_px               the importance-weighted bound L_K with K = iw_samples (≥ elbo in expectation)
     elbo_gap             log_px − elbo: an estimate of E_x KL(q(z|x) ‖ p(z|x)) (from below, as L_K ≤ log p(x))
-    bits_per_dim         −log_px / (D ln 2), D = values per example
-    For a deterministic encoder (AE) only the reconstruction error is defined.
+    bits_per_dim         −log_px / (D ln 2), only where log_px is the log of a probability of discrete data
+                         (Bernoulli on binary data; a dequantized model on its grey levels)
+    active_units         latent units with Var_x E_q[z_d | x] > 0.01
+    A dequantized VAE is scored on y = (k + u)/L with the fixed evaluation noise of vgm.data.dequantize (what a
+    flow is scored on) and shifted by −D log L onto the discrete scale. A deterministic encoder (AE) has only
+    its reconstruction error. `units` names the unit of each number.
     """
+    if iw_samples < 0 or batch_size < 1:
+        raise VgmError(f"iw_samples must be >= 0 and batch_size >= 1, got {iw_samples} and {batch_size}")
+    if x.shape[0] == 0:
+        raise VgmError("nothing to evaluate: the split is empty")
+    x = x.to(next(model.parameters()).device)
     was_training = model.training
     model.eval()
+    try:
+        with torch.no_grad():
+            own = getattr(model, "evaluate", None)
+            out = own(x, iw_samples, batch_size) if own is not None else _evaluate_latent(model, x, iw_samples,
+                                                                                         batch_size)
+    finally:
+        model.train(was_training)
+    return out
+
+
+def _evaluate_latent(model, x: torch.Tensor, iw_samples: int, batch_size: int) -> dict:
     n, dims = x.shape[0], x[0].numel()
+    levels = model.config.levels if getattr(model.config, "dequantize", False) else 0
+    if levels:
+        x = dequantize(x, levels, eval_noise(x))
+    shift = log_scale(levels, dims) if levels else 0.0
     out: dict = {"n_examples": n, "dims": dims}
-    q1 = model.encode(x[:1])
-    deterministic = isinstance(q1, PointMass)
-    px1 = model.decode(q1.mean)
-    if isinstance(getattr(px1, "base_dist", px1), Bernoulli) and not ((x == 0) | (x == 1)).all():
+    deterministic = getattr(model, "deterministic", False)
+    px = model.decode(model.encode(x[:1]).mean)
+    base = getattr(px, "base_dist", px)
+    binary = bool(((x == 0) | (x == 1)).all())
+    if isinstance(base, Bernoulli) and not binary:
         out["note"] = ("Bernoulli likelihood on grey levels: recon, elbo and log_px are cross-entropies, not "
-                       "log-likelihoods of the data; binarize (--binarize dynamic) for comparable numbers")
+                       "log-likelihoods of the data (no bits/dim); binarize (--binarize dynamic) or use the "
+                       "continuous Bernoulli for a density")
+    elif not levels and not isinstance(base, Bernoulli) and not deterministic:
+        kind = "continuous Bernoulli" if isinstance(base, ContinuousBernoulli) else "Gaussian"
+        out["note"] = (f"{kind} likelihood on continuous values: log_px is a log density (nats), not the log of "
+                       "a probability, so it can be positive and no bits/dim are given; train with --dequantize "
+                       "for bits/dim of grey levels")
     keys = ("recon",) if deterministic else ("elbo", "recon", "kl", "log_px")
     sums = dict.fromkeys(keys, 0.0)
     sq_err = 0.0
+    means = []
     for i in range(0, n, batch_size):
         xb = x[i:i + batch_size]
         if deterministic:
@@ -43,16 +88,31 @@ def evaluate(model, x: torch.Tensor, iw_samples: int = 1000, batch_size: int = 5
                 sums[k] += t[k].sum().item()
             if iw_samples:
                 sums["log_px"] += log_px(model, xb, iw_samples).sum().item()
+            means.append(model.encode(xb).mean)
         sq_err += ((model.reconstruct(xb) - xb) ** 2).sum().item()
     out.update({k: v / n for k, v in sums.items()})
     out["mse"] = sq_err / (n * dims)      # per value, of the reconstruction from the posterior mean
+    units = dict(UNITS)
     if deterministic:
         out.update(elbo=None, kl=None, log_px=None, bits_per_dim=None, elbo_gap=None, iw_samples=0)
-    else:
-        if not iw_samples:
-            out["log_px"] = None
-        out["iw_samples"] = iw_samples
-        out["bits_per_dim"] = None if out["log_px"] is None else -out["log_px"] / (dims * math.log(2))
-        out["elbo_gap"] = None if out["log_px"] is None else out["log_px"] - out["elbo"]
-    model.train(was_training)
+        units["recon"] = "per example (the training loss: summed squared error or cross-entropy)"
+        out["units"] = units
+        return out
+    out["recon"] -= shift
+    out["elbo"] += shift
+    out["iw_samples"] = iw_samples
+    if not iw_samples:
+        out["log_px"] = None
+    elif levels:
+        out["log_px"] += shift
+    discrete = levels or (isinstance(base, Bernoulli) and binary)
+    out["bits_per_dim"] = bits_per_dim(out["log_px"], dims) if out["log_px"] is not None and discrete else None
+    out["elbo_gap"] = None if out["log_px"] is None else out["log_px"] - out["elbo"]
+    mu = torch.cat(means)
+    var = mu.var(0) if n > 1 else torch.zeros(mu.shape[1], device=mu.device)
+    out["active_units"] = int((var > ACTIVE_THRESHOLD).sum())
+    out["latent_dim"] = int(mu.shape[1])
+    if levels:
+        out["levels"] = levels
+    out["units"] = units
     return out

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from ..ae import AE
+from ..models.ae import AE
 from ..registry import register_experiment
-from ..sample_quality import train_scorer
-from ..vae import VAE
+from ..tools.sample_quality import train_scorer
+from ..models.vae import VAE
 from . import command_line, write_results
 from .common import ae_kw, batch_size, datasets, pyplot, save_figure, show_grid, train, vae_kw
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import scipy.stats
 import torch
 
-from .. import betavae, tcvae
-from ..dsprites import DSprites, dsprites_splits
-from ..metrics.command import encoder_of, score_all
+from ..models import betavae, tcvae
+from ..data.dsprites import DSprites, dsprites_splits
+from ..tools.metrics import encoder_of, score_all
 from ..registry import register_experiment
 from ..train import evaluate_terms
-from ..traversal import save_traversals
+from ..tools.traversal import save_traversals
 from . import command_line, write_results
 from .common import pyplot, save_figure, train
 

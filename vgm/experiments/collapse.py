@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 
-from .. import interpolate, series, text, vrnn  # noqa: F401  (registers the sequence data, models and commands)
 from ..data import load as load_data
+from ..evaluate import evaluate
 from ..registry import register_experiment
-from ..seqvae import SeqVAE, SeqVAEConfig
-from ..sequences import to_text
+from ..models.seqvae import SeqVAE, SeqVAEConfig
+from ..data.tokens import to_text
 from ..train import TrainConfig, fit
 from . import command_line, write_results
 
@@ -49,7 +49,7 @@ def run(out: Path, quick: bool = False, seed: int = 0, data_dir: str | None = No
         model = SeqVAE(dataclasses.replace(base, **change))
         history = fit(model, data, tc, progress=False)
         torch.manual_seed(seed)
-        ev = model.evaluate(data.test, iw_samples=iw, batch_size=500)
+        ev = evaluate(model, data.test, iw_samples=iw, batch_size=500)
         samples = to_text(model.sample(8), base.alphabet)
         curves[name] = ([r["train"]["kl"] for r in history], [r["val"]["kl"] for r in history])
         best = max(history, key=lambda r: r["val"]["elbo"])

@@ -16,7 +16,7 @@ from sklearn.decomposition import PCA
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
 from ..registry import register_experiment
-from ..vae import VAE
+from ..models.vae import VAE
 from . import command_line, write_results
 from .common import VAE_KW, batch_size, datasets, pyplot, save_figure, train
 

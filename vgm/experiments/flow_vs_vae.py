@@ -18,10 +18,11 @@ import torch
 from ..checkpoint import atomic_write
 from ..data import DATA_DIR_ENV
 from ..data import load as load_data
+from ..evaluate import evaluate
 from ..flows import MAF
 from ..registry import register_experiment
 from ..train import TrainConfig, fit
-from ..vae import VAE
+from ..models.vae import VAE
 from . import command_line, write_results
 
 # (flow config, VAE config, epochs, quick epochs, batch size, test examples, IW samples K) per dataset;
@@ -95,7 +96,7 @@ def run(out: Path, quick: bool, seed: int, data_dir: str | None) -> dict:
         vae_hist, vae_s = train(vae, data, epochs, bs, seed)
         test = data.test[:n_test]
         k = 50 if quick else k
-        f, v = flow.eval().evaluate(test), vae.eval().evaluate(test, iw_samples=k, batch_size=100)
+        f, v = evaluate(flow, test), evaluate(vae, test, iw_samples=k, batch_size=100)
         rows.append({"data": name, "model": f"maf (depth {flow_kw['depth']}, hidden {flow_kw['hidden']})",
                      "params": n_params(flow), "epochs": epochs, "train_s": round(flow_s, 1),
                      "elbo": None, "log_px": f["log_px"], "log_px_kind": "exact", "bits_per_dim": f["bits_per_dim"]})

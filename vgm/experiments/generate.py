@@ -15,8 +15,8 @@ import torch
 from scipy.stats import norm
 
 from ..registry import register_experiment
-from ..sample_quality import train_scorer
-from ..vae import VAE
+from ..tools.sample_quality import train_scorer
+from ..models.vae import VAE
 from . import command_line, write_results
 from .common import batch_size, datasets, pyplot, save_figure, show_grid, train, vae_kw
 

@@ -16,7 +16,7 @@ from torch.distributions import Normal, kl_divergence
 
 from ..registry import register_experiment
 from ..train import evaluate_terms
-from ..vae import VAE
+from ..models.vae import VAE
 from . import command_line, write_results
 from .common import batch_size, datasets, pyplot, save_figure, train, vae_kw
 

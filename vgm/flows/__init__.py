@@ -12,7 +12,6 @@ from .made import MADE, MaskedAffineAutoregressive
 from .models import MAF, NSF, FlowModel, MAFConfig, NSFConfig, RealNVP, RealNVPConfig
 from .preprocess import Logit, UniformDequantization
 from .spline import rational_quadratic_spline
-from . import toy2d  # noqa: F401  (registers moons, 8gaussians, checkerboard, rings)
 
 __all__ = ["ActNorm", "AffineCoupling", "Coupling", "RQSplineCoupling", "make_mask", "Flow", "Transform",
            "LULinear", "Permutation", "Reverse", "MADE", "MaskedAffineAutoregressive", "MAF", "NSF", "FlowModel",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..base import Model
-from ..dequantize import bits_per_dim, eval_noise
+from ..data.dequantize import bits_per_dim, eval_noise
 from ..errors import VgmError
 from ..registry import register_model
 from .actnorm import ActNorm

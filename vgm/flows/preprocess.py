@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..dequantize import dequantize, log_scale, quantize
+from ..data.dequantize import dequantize, log_scale, quantize
 from .flow import Transform, sum_except_batch
 
 

@@ -11,11 +11,11 @@ import torch
 
 from ..errors import VgmError
 from ..registry import register_command
-from .beta_vae_score import beta_vae_score, check_sizes, represent
-from .dci import IMPORTANCE_MODELS, dci
-from .factor_vae_score import factor_vae_score
-from .mig import mig
-from .sap import sap
+from ..metrics.beta_vae_score import beta_vae_score, check_sizes, represent
+from ..metrics.dci import IMPORTANCE_MODELS, dci
+from ..metrics.factor_vae_score import factor_vae_score
+from ..metrics.mig import mig
+from ..metrics.sap import sap
 
 
 def encoder_of(model, device=None, batch_size: int = 2048) -> Callable[[np.ndarray], np.ndarray]:
@@ -54,8 +54,8 @@ def score_all(encode: Callable, dataset, n_codes: int = 10000, n_train: int = 10
 @register_command("metrics")
 def cmd_metrics(argv: list[str]) -> int:
     from ..checkpoint import load, read_json
-    from ..cli import Parser
-    from ..dsprites import DSprites
+    from ..options import Parser
+    from ..data.dsprites import DSprites
     from ..train import resolve_device
 
     p = Parser(prog="vgm metrics", description="disentanglement metrics (MIG, SAP, DCI, β-VAE and FactorVAE "

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import Splits
-from .errors import VgmError
+from ..data import Splits
+from ..errors import VgmError
 
 
 class DigitClassifier(nn.Module):

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from .checkpoint import atomic_write
-from .plots import grid
+from ..checkpoint import atomic_write
+from ..plots import grid
 
 
 @torch.no_grad()

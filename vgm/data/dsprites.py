@@ -19,9 +19,9 @@ import os
 
 import numpy as np
 
-from .data import SPLIT_SEED, Splits, image_splits
-from .errors import VgmError
-from .registry import register_dataset
+from .splits import SPLIT_SEED, Splits, image_splits
+from ..errors import VgmError
+from ..registry import register_dataset
 
 FACTOR_NAMES = ("shape", "scale", "orientation", "pos_x", "pos_y")
 FACTOR_SIZES = (3, 6, 40, 32, 32)

@@ -23,9 +23,9 @@ from torch import nn
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from .registry import register_model
-from .sequences import (ANNEAL, BOS, EOS, LIKELIHOODS, PAD, UNK, SequenceModel, StepInput, StepOutput, check_input,
-                        free_bits_kl, kl_weight, lengths, mask, masked_log_prob, trim, vocab_size)
+from ..registry import register_model
+from ..data.tokens import BOS, EOS, PAD, UNK
+from .sequences import (ANNEAL, LIKELIHOODS, SequenceModel, StepInput, StepOutput, check_input, free_bits_kl, kl_weight, lengths, mask, masked_log_prob, trim, vocab_size)
 
 MAX_IW_ROWS = 8192      # sequences decoded at once when estimating log p(x)
 

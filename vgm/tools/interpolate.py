@@ -10,16 +10,18 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load
-from .errors import VgmError
-from .registry import register_command
-from .sequences import encode_text, render
-from .train import resolve_device
+from ..checkpoint import load
+from ..errors import VgmError
+from ..registry import register_command
+from ..data.tokens import encode_text
+from ..models.sequences import render
+from ..train import resolve_device
 
 
 @register_command("interpolate")
 def cmd_interpolate(argv: list[str]) -> int:
-    from .cli import Parser, run_data
+    from ..options import Parser
+    from ..run import run_data
     p = Parser(prog="vgm interpolate", description="decode points on the line between two sequences' latent codes")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--a", default=None, help="first sequence, as text (text models)")

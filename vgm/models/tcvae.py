@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.distributions import Normal
 
-from .registry import register_model
+from ..registry import register_model
 from .vae import VAE, VAEConfig
 
 

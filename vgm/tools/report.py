@@ -14,10 +14,10 @@ import math
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import __version__
-from .checkpoint import atomic_write
-from .errors import VgmError
-from .registry import register_command
+from .. import __version__
+from ..checkpoint import atomic_write
+from ..errors import VgmError
+from ..registry import register_command
 
 # the cards' order first; any other experiment follows, alphabetically
 ORDER = ("ae-vs-vae", "latent-dim", "reparam", "posterior", "elbo-gap", "generate")
@@ -240,7 +240,7 @@ def write_report(folder: Path, out: Path | None = None) -> Path:
 
 @register_command("report")
 def cmd_report(argv: list[str]) -> int:
-    from .cli import Parser            # argparse with one-line usage errors (imported here: cli imports vgm)
+    from ..options import Parser
 
     p = Parser(prog="vgm report",
                                 description="gather every experiment in DIR (DIR/NAME/results.json) into one HTML page")

@@ -16,9 +16,11 @@ from importlib import resources
 import numpy as np
 import torch
 
-from .data import Splits, load_digits, load_mnist
-from .errors import VgmError
-from .registry import register_dataset
+from .digits import load_digits
+from .mnist import load_mnist
+from .splits import Splits
+from ..errors import VgmError
+from ..registry import register_dataset
 
 WINDOW = 52
 TEST_FRACTION = 0.15

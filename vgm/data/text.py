@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import SPLIT_SEED, Splits, data_location
-from .errors import VgmError
-from .registry import register_dataset
-from .sequences import encode_text
+from .splits import SPLIT_SEED, Splits, data_location
+from ..errors import VgmError
+from ..registry import register_dataset
+from .tokens import encode_text
 
 TEST_FRACTION = 0.1
 

@@ -11,17 +11,15 @@ import io
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 import torch.nn.functional as F
 
-from .base import Model
-from .checkpoint import atomic_write
+from ..base import Model
+from ..checkpoint import atomic_write
+from ..data.tokens import BOS, FIRST, PAD, to_text
 
-PAD, BOS, EOS, UNK = 0, 1, 2, 3
-FIRST = 4                          # id of the alphabet's first character
 LIKELIHOODS = ("categorical", "gaussian")
 ANNEAL = ("none", "linear", "cyclical")
 
@@ -47,7 +45,7 @@ def clean(x: torch.Tensor) -> torch.Tensor:
 
 def check_input(x: torch.Tensor, config) -> None:
     """A one-line error for data that do not fit the model: tokens (N, T) long, or real values (N, T, input_dim)."""
-    from .errors import VgmError
+    from ..errors import VgmError
     if config.likelihood == "categorical":
         if x.dtype != torch.long or x.dim() != 2:
             raise VgmError(f"this {config.likelihood} model needs token sequences (N, T) of integer ids, "
@@ -147,7 +145,7 @@ def evaluate_sequences(model, x: torch.Tensor, iw_samples: int = 1000, batch_siz
     model.eval()
     n = x.shape[0]
     if n == 0:
-        from .errors import VgmError
+        from ..errors import VgmError
         raise VgmError("the split is empty")
     check_input(x, model.config)
     tokens = lengths(x).sum().item()
@@ -189,30 +187,6 @@ def evaluate_sequences(model, x: torch.Tensor, iw_samples: int = 1000, batch_siz
 
 # ----- text and plots ---------------------------------------------------------------------------------------
 
-def to_text(tokens: torch.Tensor, alphabet: str) -> list[str]:
-    """Token rows -> strings, up to (without) the first EOS or PAD; an unknown character is shown as '?'."""
-    out = []
-    for row in tokens.tolist():
-        chars = []
-        for t in row:
-            if t in (EOS, PAD):
-                break
-            chars.append(alphabet[t - FIRST] if FIRST <= t < FIRST + len(alphabet) else "?")
-        out.append("".join(chars))
-    return out
-
-
-def encode_text(lines: list[str], alphabet: str, width: int | None = None) -> torch.Tensor:
-    """Strings -> (N, width) token tensor: characters (unknown ones -> UNK), EOS, then PAD."""
-    index = {c: FIRST + i for i, c in enumerate(alphabet)}
-    width = width or max(len(s) for s in lines) + 1
-    out = np.full((len(lines), width), PAD, dtype=np.int64)
-    for i, s in enumerate(lines):
-        ids = [index.get(c, UNK) for c in s[:width - 1]] + [EOS]
-        out[i, :len(ids)] = ids
-    return torch.from_numpy(out)
-
-
 def _figure_bytes(fig) -> bytes:
     import matplotlib.pyplot as plt
     buf = io.BytesIO()
@@ -245,7 +219,7 @@ def render(model, x: torch.Tensor, path: str | Path, title: str = "", recon: tor
         return
     xs = x.detach().cpu().float()
     if xs.shape[1] == xs.shape[2] and xs.shape[1] in (8, 28):    # digits, one row per step
-        from .plots import save_reconstructions, save_samples
+        from ..plots import save_reconstructions, save_samples
         img = lambda a: a.detach().cpu().float().nan_to_num(0.0)[:, None]
         if recon is None:
             save_samples(path, img(xs))

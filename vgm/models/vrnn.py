@@ -20,10 +20,10 @@ from torch import nn
 from torch.distributions import Normal, kl_divergence
 
 from .nets import mlp
-from .registry import register_model
+from ..registry import register_model
 from .seqvae import check_common, next_step
-from .sequences import (EOS, LIKELIHOODS, PAD, SequenceModel, StepInput, StepOutput, check_input, mask, trim,
-                        vocab_size)
+from ..data.tokens import EOS, PAD
+from .sequences import (LIKELIHOODS, SequenceModel, StepInput, StepOutput, check_input, mask, trim, vocab_size)
 
 MAX_IW_ROWS = 8192
 

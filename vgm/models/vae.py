@@ -12,13 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Distribution, Independent, Normal
 
-from .base import Model
-from .dequantize import bits_per_dim, dequantize, eval_noise, log_scale
-from .elbo import elbo
-from .evaluate import evaluate
+from ..base import Model
+from ..data.dequantize import dequantize, log_scale
+from ..elbo import elbo
 from .likelihood import Likelihood
 from .nets import Decoder, Encoder
-from .registry import register_model
+from ..registry import register_model
 
 
 @dataclass
@@ -83,17 +82,3 @@ class VAE(Model):
             terms["elbo"] = -(terms["recon"] + terms["kl"])
         terms["loss"] = terms["recon"] + self.config.beta * terms["kl"]
         return terms
-
-    def evaluate(self, x: torch.Tensor, iw_samples: int = 1000, batch_size: int = 500) -> dict:
-        """vgm.evaluate; with dequantize, on y = (k + u)/L with the fixed evaluation noise of vgm.dequantize
-        (the same y a flow is scored on), and elbo, recon, log_px, bits_per_dim on the discrete scale."""
-        if not self.config.dequantize:
-            return evaluate(self, x, iw_samples, batch_size)
-        out = evaluate(self, dequantize(x, self.config.levels, eval_noise(x)), iw_samples, batch_size)
-        shift = log_scale(self.config.levels, out["dims"])
-        out["recon"] -= shift
-        out["elbo"] += shift
-        if out["log_px"] is not None:
-            out["log_px"] += shift
-            out["bits_per_dim"] = bits_per_dim(out["log_px"], out["dims"])
-        return {**out, "levels": self.config.levels}

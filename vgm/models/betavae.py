@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .elbo import elbo
-from .registry import register_model
+from ..elbo import elbo
+from ..registry import register_model
 from .vae import VAE, VAEConfig
 
 

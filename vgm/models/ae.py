@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Bernoulli, Distribution, Independent, Normal, constraints
 
-from .base import Model
+from ..base import Model
 from .nets import Decoder, Encoder
-from .registry import register_model
+from ..registry import register_model
 
 
 class PointMass(Distribution):
@@ -56,6 +56,7 @@ class AE(Model):
     """loss = Σ_i (x_i − x̂_i)²  (mse)   or   −Σ_i [x_i log x̂_i + (1 − x_i) log(1 − x̂_i)]  (bce)."""
 
     Config = AEConfig
+    deterministic = True          # q(z|x) is a point mass: evaluation reports the reconstruction error only
 
     def __init__(self, config: AEConfig | None = None, **kwargs):
         super().__init__(config, **kwargs)

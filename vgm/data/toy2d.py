@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..data import SPLIT_SEED, Splits
+from .splits import SPLIT_SEED, Splits
 from ..errors import VgmError
 from ..registry import register_dataset
 

@@ -1,0 +1,15 @@
+"""Models: one module per model of the cards, each an `nn.Module` registered by name (`vgm train NAME`).
+
+ae, vae, betavae, tcvae      image models (MLP or conv backbones from nets, decoder likelihoods from likelihood)
+seqvae, vrnn                 sequence models (what they share is in sequences)
+Flows live in vgm.flows.
+"""
+from .ae import AE, AEConfig, PointMass
+from .vae import VAE, VAEConfig
+from .betavae import BetaVAE, BetaVAEConfig
+from .tcvae import TCVAE, TCVAEConfig
+from .seqvae import SeqVAE, SeqVAEConfig
+from .vrnn import VRNN, VRNNConfig
+
+__all__ = ["AE", "AEConfig", "PointMass", "VAE", "VAEConfig", "BetaVAE", "BetaVAEConfig", "TCVAE", "TCVAEConfig",
+           "SeqVAE", "SeqVAEConfig", "VRNN", "VRNNConfig"]

@@ -1,0 +1,71 @@
+"""A run folder as the commands read it: its configuration, its data, and replacing it safely (--force)."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from .checkpoint import read_json
+from .data import Splits
+from .data import load as load_data
+from .errors import VgmError
+from .train import TrainConfig
+
+RUN_FILES = ("config.json", "model.json", "model.safetensors", "checkpoint.safetensors", "metrics.jsonl")
+
+
+def read_run_config(run_dir: Path) -> dict:
+    """config.json of a run folder, checked to be a vgm run configuration."""
+    if not run_dir.is_dir():
+        raise VgmError(f"run folder {run_dir} does not exist")
+    cfg = read_json(run_dir / "config.json")
+    if not (isinstance(cfg, dict) and isinstance(cfg.get("kind"), str)
+            and all(isinstance(cfg.get(k), dict) for k in ("data", "train", "model"))
+            and {"data", "data_dir", "binarize", "val_fraction"} <= set(cfg["data"])):
+        raise VgmError(f"{run_dir / 'config.json'} is not a vgm run configuration")
+    try:
+        TrainConfig(**cfg["train"])
+    except TypeError as e:
+        raise VgmError(f"{run_dir / 'config.json'} is not a vgm run configuration ({e})") from None
+    return cfg
+
+
+def stash_run(out: Path) -> Path | None:
+    """Move an existing run's files aside (restored if the new run fails, deleted when it succeeds)."""
+    present = [f for f in RUN_FILES if (out / f).exists()]
+    if not present:
+        return None
+    backup = out / ".vgm-replaced"
+    if backup.exists():
+        shutil.rmtree(backup)
+    backup.mkdir()
+    for f in present:
+        os.replace(out / f, backup / f)
+    return backup
+
+
+def unstash_run(out: Path, backup: Path) -> None:
+    for f in RUN_FILES:
+        (out / f).unlink(missing_ok=True)
+    for f in backup.iterdir():
+        os.replace(f, out / f.name)
+    backup.rmdir()
+
+
+def run_data(run_dir: Path, data_dir: str | None) -> tuple[dict, Splits]:
+    cfg = read_run_config(run_dir)
+    d = dict(cfg["data"])
+    if data_dir:
+        d["data_dir"] = data_dir
+    return cfg, load_data(d["data"], d["data_dir"], d["binarize"], d["val_fraction"])
+
+
+def checked_split(model, splits: Splits, split: str) -> torch.Tensor:
+    x = splits.split(split)
+    expected = tuple(getattr(model.config, "input_shape", x.shape[1:]))
+    if tuple(x.shape[1:]) != expected:
+        raise VgmError(f"the data have examples of shape {tuple(x.shape[1:])}, "
+                       f"but the model was trained on {expected}")
+    return x
