@@ -40,6 +40,14 @@ class Splits:
     def shape(self) -> tuple[int, ...]:
         return tuple(self.train.shape[1:])
 
+    @property
+    def kind(self) -> str:
+        """What the examples are: images (C, H, W), vectors (D,), tokens (T,) of integer ids, or sequences (T, D)
+        of real values; models state which kinds they take."""
+        if self.train.dtype == torch.long:
+            return "tokens"
+        return {3: "images", 1: "vectors", 2: "sequences"}.get(len(self.shape), "other")
+
     def split(self, name: str) -> torch.Tensor:
         if name not in ("train", "val", "test"):
             raise VgmError(f"unknown split {name!r} (choose train, val or test)")
