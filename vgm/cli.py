@@ -159,7 +159,7 @@ def cmd_evaluate(argv: list[str]) -> int:
     p.add_argument("--split", choices=("train", "val", "test"), default="test")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--data-dir", default=None, help="where the run's data now are, if moved")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     a = p.parse_args(argv)
@@ -195,7 +195,7 @@ def cmd_sample(argv: list[str]) -> int:
     p.add_argument("run_dir", type=Path)
     p.add_argument("-n", type=int, default=64)
     p.add_argument("--out", type=Path, default=None, help="PNG file (default: RUN_DIR/samples.png)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--device", default="auto")
     a = p.parse_args(argv)
     if a.n < 1:
@@ -244,7 +244,7 @@ def cmd_experiment(argv: list[str]) -> int:
     p.add_argument("name", choices=[*sorted(EXPERIMENTS), "all"])
     p.add_argument("--out", type=Path, default=Path("runs/experiments"), help="folder; each experiment writes OUT/NAME/")
     p.add_argument("--quick", action="store_true", help="small settings (about a minute each), for tests")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--data-dir", default=None, help=f"an MNIST-layout folder to run on as well (or set {DATA_DIR_ENV})")
     a = p.parse_args(argv)
     names = sorted(EXPERIMENTS) if a.name == "all" else [a.name]

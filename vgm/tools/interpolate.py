@@ -20,7 +20,7 @@ from ..train import resolve_device
 
 @register_command("interpolate")
 def cmd_interpolate(argv: list[str]) -> int:
-    from ..options import Parser
+    from ..options import Parser, seed
     from ..run import run_data
     p = Parser(prog="vgm interpolate", description="decode points on the line between two sequences' latent codes")
     p.add_argument("run_dir", type=Path)
@@ -32,7 +32,7 @@ def cmd_interpolate(argv: list[str]) -> int:
     p.add_argument("--steps", type=int, default=8, help="points on the line, ends included")
     p.add_argument("--out", type=Path, default=None, help="PNG file (default: RUN_DIR/interpolation.png)")
     p.add_argument("--data-dir", default=None, help="where the run's data now are, if moved")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--device", default="auto")
     a = p.parse_args(argv)
     if a.steps < 2:

@@ -54,7 +54,7 @@ def score_all(encode: Callable, dataset, n_codes: int = 10000, n_train: int = 10
 @register_command("metrics")
 def cmd_metrics(argv: list[str]) -> int:
     from ..checkpoint import load, read_json
-    from ..options import Parser
+    from ..options import Parser, seed
     from ..data.dsprites import DSprites
     from ..train import resolve_device
 
@@ -67,7 +67,7 @@ def cmd_metrics(argv: list[str]) -> int:
     p.add_argument("--batch-size", type=int, default=64, help="images per point of the β-VAE / FactorVAE scores")
     p.add_argument("--n-variance", type=int, default=10000, help="images for the FactorVAE score's code scales")
     p.add_argument("--dci-model", choices=IMPORTANCE_MODELS, default="gbt", help="importance model of DCI")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     a = p.parse_args(argv)

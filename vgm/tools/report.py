@@ -240,13 +240,13 @@ def write_report(folder: Path, out: Path | None = None) -> Path:
 
 @register_command("report")
 def cmd_report(argv: list[str]) -> int:
-    from ..options import Parser
+    from ..options import Parser, seed
 
     p = Parser(prog="vgm report",
                                 description="gather every experiment in DIR (DIR/NAME/results.json) into one HTML page")
     p.add_argument("dir", type=Path, help="the --out folder of `vgm experiment`")
     p.add_argument("--out", type=Path, default=None, help="HTML file to write (default: DIR/report.html)")
-    p.add_argument("--seed", type=int, default=0, help="accepted for uniformity; the report draws nothing at random")
+    p.add_argument("--seed", type=seed, default=0, help="accepted for uniformity; the report draws nothing at random")
     a = p.parse_args(argv)
     path = write_report(a.dir, a.out)
     print(f"wrote {path}")
