@@ -1,11 +1,18 @@
-"""dSprites generator: the original grid and indexing, deterministic rendering, geometry that follows the factors."""
+"""dSprites generator: the original grid and indexing, deterministic rendering, geometry that follows the factors;
+every image dataset's grey levels, which decide how flows dequantize it."""
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
+import torch
 
+import vgm
 from vgm import VgmError, load_data
 from vgm.data.dsprites import FACTOR_SIZES, HALF, DSprites
+
+from conftest import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +102,59 @@ def test_registered_dataset_labels_are_the_factors(monkeypatch):
     monkeypatch.setenv("VGM_DSPRITES_SIZE", "many")
     with pytest.raises(VgmError, match="VGM_DSPRITES_SIZE"):
         load_data("dsprites32")
+
+
+def check_levels(s: vgm.Splits, name: str) -> None:
+    """meta["levels"] = L >= 2, every value on the lattice k/(L−1), and all L levels present in the data."""
+    levels = s.meta.get("levels", 0)
+    assert levels >= 2, (name, s.meta)
+    x = torch.cat([s.train.flatten(), s.val.flatten(), s.test.flatten()]).double() * (levels - 1)
+    k = torch.round(x)
+    assert (x - k).abs().max() < 1e-4, (name, levels)               # a finer lattice than meta says
+    assert len(torch.unique(k)) == levels, (name, levels)            # or a coarser one
+
+
+def is_image(s: vgm.Splits) -> bool:
+    return s.train.is_floating_point() and s.train.dim() == 4
+
+
+def test_every_image_dataset_reports_its_grey_levels(monkeypatch):
+    """A dataset whose levels do not reach the models is modelled as continuous by flows (no dequantization):
+    an unbounded likelihood. Datasets that need the user's files are checked in the MNIST test below."""
+    monkeypatch.setenv("VGM_DSPRITES_SIZE", "300")
+    checked = set()
+    for name in sorted(vgm.DATASETS):
+        try:
+            s = load_data(name)
+        except VgmError as e:
+            assert "--data-dir" in str(e), (name, e)                 # only a missing file may stop a load
+            continue
+        if is_image(s):
+            check_levels(s, name)
+            binary = load_data(name, binarize="static")
+            check_levels(binary, name)
+            assert binary.meta["levels"] == 2 and load_data(name, binarize="dynamic").meta["levels"] == 2
+            checked.add(name)
+    assert checked == {"digits", "dsprites", "dsprites32"}
+
+
+def test_mnist_reports_256_grey_levels(mnist10k):
+    s = load_data("mnist", data_dir=str(mnist10k))
+    check_levels(s, "mnist")
+    assert s.meta["levels"] == 256
+    check_levels(load_data("mnist", data_dir=str(mnist10k), binarize="static"), "mnist")
+
+
+def test_realnvp_on_dsprites_is_dequantized_and_scores_a_probability(tmp_path):
+    """Binary images seen as continuous give log p(x) ≈ +227 nats here (+400 on the full data); dequantized
+    onto 2 levels, log p(x) is a lower bound on log P(x) ≤ 0."""
+    env = {"VGM_DSPRITES_SIZE": "300"}
+    run = tmp_path / "run"
+    r = run_cli("train", "realnvp", "--data", "dsprites32", "--epochs", "1", "--depth", "2", "--hidden", "8",
+                "--batch-size", "64", "--out", run, "--quiet", "--seed", "0", env=env)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("evaluate", run, "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["levels"] == 2 and vgm.load(run).config.levels == 2
+    assert res["log_px"] <= 0 and res["bits_per_dim"] == pytest.approx(-res["log_px"] / (1024 * np.log(2)))

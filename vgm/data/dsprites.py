@@ -124,8 +124,9 @@ def dsprites_splits(n: int, resolution: int = 64, binarize: str = "none", val_fr
                     test_fraction: float = 0.1, seed: int = SPLIT_SEED) -> Splits:
     """A fixed sample of n distinct grid points (by `seed`), split into train / val / test.
 
-    Labels are the factor indices (N, 5); meta holds the factor names and sizes, the resolution, and
-    dataset_size (the number of training images, which the β-TCVAE's estimator needs).
+    Labels are the factor indices (N, 5); meta holds levels = 2 (the images are binary, so flows dequantize them
+    onto 2 grey levels), the factor names and sizes, the resolution, and dataset_size (the number of training
+    images, which the β-TCVAE's estimator needs).
     """
     if not 10 <= n <= 737280:
         raise VgmError(f"the dSprites sample size must be between 10 and 737280, got {n}")
@@ -136,9 +137,9 @@ def dsprites_splits(n: int, resolution: int = 64, binarize: str = "none", val_fr
     n_test = max(1, int(round(test_fraction * n)))
     x = grid.images(f)
     s = image_splits(x[n_test:], f[n_test:], x[:n_test], f[:n_test], binarize, val_fraction,
-                     f"dsprites{resolution}")
-    s.meta = {"factor_names": FACTOR_NAMES, "factor_sizes": FACTOR_SIZES, "resolution": resolution,
-              "dataset_size": len(s.train)}
+                     f"dsprites{resolution}", levels=2)
+    s.meta.update(factor_names=FACTOR_NAMES, factor_sizes=FACTOR_SIZES, resolution=resolution,
+                  dataset_size=len(s.train))
     return s
 
 
