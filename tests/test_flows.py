@@ -13,6 +13,7 @@ from vgm.data.dequantize import eval_noise, log_scale
 from vgm.flows import (MADE, ActNorm, AffineCoupling, Logit, LULinear, MaskedAffineAutoregressive,
                        Permutation, Reverse, RQSplineCoupling, UniformDequantization)
 from vgm.data.toy2d import TOY
+from vgm.flows.actnorm import STD_FLOOR
 
 from conftest import run_cli
 
@@ -97,6 +98,63 @@ def test_dequantization_inverts_on_the_lattice_and_counts_its_scale():
     assert ((y >= 0) & (y < 1)).all() and torch.equal(t.inverse(y)[0], x)
     assert torch.allclose(ld, torch.full((8,), -16 * math.log(levels), dtype=torch.float64))
     assert torch.allclose(ld[:2], jacobian_logdet(lambda v: (t(x[:1], noise=v)[0],), u[:2]))   # ∂y/∂u = 1/L
+
+
+def test_logit_needs_alpha_above_zero_and_is_finite_at_the_ends():
+    """A dequantized value can be exactly 0 (k = 0, u = 0), whose logit at α = 0 is −inf and aborts training."""
+    with pytest.raises(ValueError, match="alpha"):
+        Logit(0.0)
+    with pytest.raises(ValueError, match="alpha"):
+        vgm.MODELS["realnvp"](input_shape=IMG, levels=17, alpha=0.0)
+    t = Logit(1e-6).double()
+    y = torch.tensor([[0.0, 1.0, 0.5, 1e-9]], dtype=torch.float64)
+    z, ld = t(y)
+    assert torch.isfinite(z).all() and torch.isfinite(ld).all()
+    assert torch.allclose(ld, jacobian_logdet(t, y)) and torch.allclose(t.inverse(z)[0], y, atol=1e-12)
+    model = vgm.MODELS["realnvp"](input_shape=IMG, levels=17, depth=1, hidden=8)
+    x = torch.zeros(2, *IMG)
+    assert torch.isfinite(model.log_prob(x, noise=torch.zeros_like(x))).all()     # y = 0 exactly
+
+
+def test_actnorm_init_on_a_constant_feature_and_on_one_example():
+    """A feature constant in the first batch used to get exp(s) = 1e-6 (a later shift of 0.1 became 1e5); a first
+    batch of one example skipped the initialisation silently."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 3, generator=g, dtype=torch.float64) * torch.tensor([2.0, 1.0, 0.5], dtype=torch.float64) + 1
+    x[:, 1] = 3.0
+    an = ActNorm((3,)).double().train()
+    z, ld = an(x)
+    assert torch.allclose(z.mean(0), torch.zeros(3, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(z[:, [0, 2]].var(0, correction=0), torch.ones(2, dtype=torch.float64))
+    assert an.log_scale[1].item() == 0 and an.loc[1].item() == 3.0               # centred, scale 1
+    shifted = x[:4].clone()
+    shifted[:, 1] = 3.1
+    assert torch.allclose(an(shifted)[0][:, 1], torch.full((4,), 0.1, dtype=torch.float64))
+    assert torch.allclose(ld, jacobian_logdet(an, x[:6]).mean() * torch.ones(64, dtype=torch.float64))
+    nearly = ActNorm((1,)).double().train()
+    nearly(torch.full((8, 1), 5.0, dtype=torch.float64) + 0.1 * STD_FLOOR * torch.arange(8.0)[:, None])
+    assert nearly.log_scale.item() == 0                                          # below the floor: constant
+    one = ActNorm((3,)).double().train()
+    z1, _ = one(x[:1])                                                           # a batch of one vector
+    assert int(one.initialized) == 1 and torch.equal(one.loc.detach(), x[0]) and not one.log_scale.any()
+    assert torch.equal(z1, torch.zeros_like(z1))
+    img = ActNorm((2, 3, 3)).double().train()                                    # one image: 9 values a channel
+    zi, _ = img(torch.randn(1, 2, 3, 3, generator=g, dtype=torch.float64) * 4)
+    assert int(img.initialized) == 1
+    assert torch.allclose(zi.var((0, 2, 3), correction=0), torch.ones(2, dtype=torch.float64))
+    frozen = ActNorm((3,)).double().eval()                                       # evaluation never initialises
+    frozen(x)
+    assert int(frozen.initialized) == 0
+
+
+def test_permutation_rebuilds_its_inverse_on_load():
+    torch.manual_seed(0)
+    saved, fresh = Permutation(torch.randperm(7)), Permutation(torch.randperm(7))
+    assert not torch.equal(saved.perm, fresh.perm)
+    fresh.load_state_dict(saved.state_dict())
+    x = torch.randn(5, 7)
+    z, _ = fresh(x)
+    assert torch.equal(z, saved(x)[0]) and torch.equal(fresh.inverse(z)[0], x)
 
 
 FLOW_CASES = [("realnvp", VEC, 0), ("maf", VEC, 0), ("nsf", VEC, 0), ("realnvp", IMG, 17), ("maf", IMG, 17),
@@ -251,6 +309,7 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     capsys.readouterr()
     for argv in (["evaluate", str(run)], ["train", "maf", "--data", "rings", "--binarize", "static"],
                  ["train", "nsf", "--data", "moons", "--bins", "1", "--out", str(tmp_path / "x")],
+                 ["train", "realnvp", "--data", "digits", "--alpha", "0", "--out", str(tmp_path / "y")],
                  ["reconstruct", str(run)]):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err

@@ -7,7 +7,6 @@ inverse is two triangular solves.
 """
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 
@@ -23,6 +22,10 @@ class Permutation(Transform):
         super().__init__()
         self.register_buffer("perm", perm.long())
         self.register_buffer("inv_perm", torch.argsort(perm), persistent=False)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.inv_perm.copy_(torch.argsort(self.perm))     # the stored permutation's inverse
 
     def forward(self, x):
         return flat(x)[:, self.perm].reshape(x.shape), x.new_zeros(x.shape[0])

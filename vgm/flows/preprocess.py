@@ -3,7 +3,8 @@
 UniformDequantization: x = k/(L−1) -> y = (k + u)/L ∈ [0, 1] (vgm.dequantize). Seen as the map v = k + u ↦ v/L,
     log|det| = −D log L, which puts log p(y) on the discrete scale: log P(k) ≥ E_u log p(y) − D log L.
 Its inverse quantizes: ⌊y L⌋/(L − 1), so inverse(forward(x)) = x for x on the grey-level lattice.
-Logit: y ∈ (0, 1) -> z = logit(α + (1 − 2α) y), which keeps values away from 0 and 1 where logit blows up;
+Logit: y ∈ [0, 1] -> z = logit(α + (1 − 2α) y), which keeps values away from 0 and 1 where logit blows up
+    (α > 0: a dequantized value can be exactly 0, whose logit is −∞);
     log|det ∂z/∂y| = Σ [log(1 − 2α) − log s − log(1 − s)],  s = α + (1 − 2α) y.
 """
 from __future__ import annotations
@@ -37,8 +38,8 @@ class UniformDequantization(Transform):
 class Logit(Transform):
     def __init__(self, alpha: float = 0.05):
         super().__init__()
-        if not 0 <= alpha < 0.5:
-            raise ValueError(f"alpha must be in [0, 0.5), got {alpha}")
+        if not 0 < alpha < 0.5:
+            raise ValueError(f"alpha must be in (0, 0.5), got {alpha}: logit(0) = -inf at alpha 0")
         self.alpha = alpha
 
     def forward(self, y):
