@@ -2,14 +2,19 @@
 independent noise (≈ 0 or chance), and invariance to permuting and rescaling the codes."""
 from __future__ import annotations
 
+import json
 import sys
+import warnings
 
 import numpy as np
 import pytest
 
 from vgm import VgmError
+from vgm.cli import main
 from vgm.data.dsprites import DSprites
+from vgm.flows.models import RealNVP
 from vgm.metrics import beta_vae_score, dci, factor_vae_score, mig, sap
+from vgm.models.betavae import BetaVAE
 
 dci_module = sys.modules["vgm.metrics.dci"]
 mig_module = sys.modules["vgm.metrics.mig"]
@@ -147,3 +152,44 @@ def test_bad_input():
         factor_vae_score(lambda x: x, FactorGrid(), n_train=0)
     with pytest.raises(VgmError, match="encode"):
         beta_vae_score(lambda x: x[:, 0], FactorGrid(), n_train=10, n_eval=10)
+
+
+def test_mig_and_sap_leave_out_constant_factors_and_refuse_when_all_are(factors):
+    f = factors[:2000]
+    z = f.astype(float) + np.random.default_rng(9).normal(scale=0.3, size=f.shape)
+    with_constant = np.c_[f, np.full(len(f), 3)]              # H = 0: no normalised MI, nothing to predict
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                      # no NaN, no 'mean of empty slice'
+        assert mig(z, with_constant) == mig(z, f)             # left out, not counted as a gap of 0
+        assert sap(z, with_constant) == sap(z, f)
+        for metric in (mig, sap):
+            with pytest.raises(VgmError, match="every factor is constant"):
+                metric(z, np.full((2000, 2), 7))
+
+
+def test_beta_vae_score_refuses_a_single_class():
+    with pytest.raises(VgmError, match="two classes"):     # not scikit-learn's ValueError
+        beta_vae_score(lambda x: x, FactorGrid(), n_train=1, n_eval=10, batch_size=4)
+
+
+def saved_run(folder, model, data: str = "dsprites32"):
+    """A run folder as `vgm train` leaves it, as far as `vgm metrics` reads it."""
+    model.save(folder)
+    (folder / "config.json").write_text(json.dumps({"kind": model.kind, "data": {"data": data}}))
+    return folder
+
+
+def metrics_cli(capsys, *args) -> tuple[int, str, str]:
+    code = main(["metrics", *map(str, args)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_metrics_cli_one_line_errors(tmp_path, capsys):
+    flow = saved_run(tmp_path / "flow", RealNVP(input_shape=(1, 32, 32)))
+    code, _, err = metrics_cli(capsys, flow)
+    assert code == 2 and err.startswith("vgm: error:") and err.count("\n") == 1 and "no encoder" in err
+    run = saved_run(tmp_path / "bv", BetaVAE(input_shape=(1, 32, 32)))
+    for flag, value in (("--n-train", 1), ("--batch-size", 1), ("--n-codes", 1)):
+        code, out, err = metrics_cli(capsys, run, flag, value)
+        assert code == 2 and err.count("\n") == 1 and f"{flag[2:]} must be >= 2" in err and out == ""

@@ -65,6 +65,9 @@ def beta_vae_score(encode: Callable, dataset, n_train: int = 10000, n_eval: int 
     check_sizes(n_train=n_train, n_eval=n_eval, batch_size=batch_size)
     rng = np.random.default_rng(seed)
     x_train, y_train = points(encode, dataset, n_train, batch_size, rng)
+    if len(np.unique(y_train)) < 2:
+        raise VgmError(f"β-VAE score: all {n_train} training point(s) hold the same factor fixed, and a classifier "
+                       "needs two classes; use more training points (n-train; 10000 is standard)")
     x_eval, y_eval = points(encode, dataset, n_eval, batch_size, rng)
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(x_train, y_train)
     return {"train_accuracy": float(clf.score(x_train, y_train)), "eval_accuracy": float(clf.score(x_eval, y_eval))}

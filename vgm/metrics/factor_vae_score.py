@@ -1,11 +1,18 @@
 """The FactorVAE score (Kim & Mnih, 2018): does the least varying code reveal which factor was held fixed?
 
-Each representation dimension is divided by its standard deviation over `n_variance` random images;
-dimensions whose standard deviation is below `prune` (collapsed to the prior) are left out, as in
-disentanglement_lib. One vote: pick a factor
-k, fix it at a random value, draw `batch_size` images, and take the (normalised) dimension of least
-variance. A majority-vote classifier maps each dimension to the factor it most often voted for; the score is
-its accuracy on `n_eval` fresh votes (defaults: 10,000 training and 5,000 evaluation votes, batches of 64).
+As disentanglement_lib (evaluation/metrics/factor_vae.py with its study's `prune_dims.threshold = 0.05`):
+  * global scale: s_j = std of representation dimension j over `n_variance` random images (ddof = 1);
+  * pruning: dimension j is active when s_j >= `prune`, on the raw, un-normalised codes (normalised codes
+    all have s_j = 1). The threshold assumes codes on the prior's scale, where a collapsed dimension has
+    s_j ≈ 0; a β-VAE's unused dimensions can keep s_j of 0.05–0.2, so 'active_dims' counts what this test
+    keeps, not what the model uses (vgm metrics reports the dimensions active by KL beside it);
+  * one vote: pick a factor k, fix it at a random value, draw `batch_size` images, and take the active
+    dimension of least variance after dividing by s_j² (ddof = 1);
+  * a majority-vote classifier maps each active dimension to the factor it most often voted for; the score
+    is its accuracy on `n_eval` fresh votes (defaults: 10,000 training and 5,000 evaluation votes, batches
+    of 64), and 0 with no active dimension.
+One difference: disentanglement_lib reports num_active_dims = len(mask), i.e. every dimension; vgm counts
+the active ones.
 """
 from __future__ import annotations
 

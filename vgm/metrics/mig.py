@@ -4,6 +4,10 @@
 a(k), b(k): the codes with the largest and second largest mutual information with factor v_k. Codes are
 discretised into 20 equal-width bins per dimension (as in disentanglement_lib); MI and entropies come from
 scikit-learn's mutual_info_score on the discrete values (nats).
+
+A factor that is constant in the sample has H(v_k) = 0 and no normalised MI (0/0; disentanglement_lib returns
+NaN): it is left out of the mean (constant_factors names such factors), and MIG is refused when every factor
+is constant.
 """
 from __future__ import annotations
 
@@ -22,6 +26,12 @@ def check(codes, factors) -> tuple[np.ndarray, np.ndarray]:
     if not np.issubdtype(v.dtype, np.integer):
         raise VgmError(f"factors must be integer indices, got {v.dtype}")
     return z, v
+
+
+def constant_factors(factors: np.ndarray) -> list[int]:
+    """Indices of the factors (columns) that take one value only in the sample: nothing to find or predict."""
+    v = np.asarray(factors)
+    return [k for k in range(v.shape[1]) if (v[:, k] == v[0, k]).all()]
 
 
 def discretize(codes: np.ndarray, bins: int = 20) -> np.ndarray:
@@ -49,5 +59,7 @@ def mig(codes, factors, bins: int = 20) -> float:
     mi = mutual_info_matrix(discretize(z, bins), v)
     entropy = np.array([mutual_info_score(f, f) for f in v.T])
     keep = entropy > 0                                       # a constant factor carries nothing to find
+    if not keep.any():
+        raise VgmError("MIG is undefined when every factor is constant in the sample (each H(v_k) = 0)")
     top = np.sort(mi, axis=0)[::-1]
     return float(np.mean((top[0, keep] - top[1, keep]) / entropy[keep]))

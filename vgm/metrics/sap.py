@@ -3,13 +3,15 @@
     S_ik = how well code i alone predicts factor k: the test accuracy of a linear classifier on z_i
            (discrete factors, as in disentanglement_lib), or R² of a linear fit (continuous factors)
     SAP  = (1/K) Σ_k [ S_(1)k − S_(2)k ]     (gap between the best and second best single code)
+A factor that is constant in the training share has nothing to predict: it is left out of the mean, as in
+MIG, and SAP is refused when every factor is constant.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..errors import VgmError
-from .mig import check
+from .mig import check, constant_factors
 
 
 def score_matrix(z_train, v_train, z_test, v_test, continuous: bool = False) -> np.ndarray:
@@ -40,6 +42,9 @@ def sap(codes, factors, test_fraction: float = 0.2, continuous: bool = False, se
     perm = np.random.default_rng(seed).permutation(len(z))
     n_test = max(1, int(round(test_fraction * len(z))))
     te, tr = perm[:n_test], perm[n_test:]
-    s = score_matrix(z[tr], v[tr], z[te], v[te], continuous)
+    keep = np.setdiff1d(np.arange(v.shape[1]), constant_factors(v[tr]))
+    if not len(keep):
+        raise VgmError("SAP is undefined when every factor is constant in the sample")
+    s = score_matrix(z[tr], v[tr][:, keep], z[te], v[te][:, keep], continuous)
     top = np.sort(s, axis=0)[::-1]
     return float(np.mean(top[0] - top[1]))

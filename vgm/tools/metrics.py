@@ -1,21 +1,34 @@
-"""`vgm metrics RUN_DIR`: every disentanglement metric of a model trained on dSprites, from fresh grid samples."""
+"""`vgm metrics RUN_DIR`: every disentanglement metric of a model trained on dSprites, from fresh grid samples.
+
+Beside FactorVAE's own pruning (std of the code over the data >= 0.05) it counts the dimensions active by KL:
+mean over the images of KL(q(z_d|x) ‖ N(0, 1)) above KL_ACTIVE nats. A dimension the model does not use has
+q(z_d|x) ≈ N(0, 1) for every x and a KL near 0 whatever the spread of its mean; one that carries information
+pays for it in KL (several nats for a dSprites factor).
+"""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+from torch.distributions import Independent, Normal
+from tqdm.auto import tqdm
 
 from ..errors import VgmError
 from ..registry import register_command
 from ..metrics.beta_vae_score import beta_vae_score, check_sizes, represent
 from ..metrics.dci import IMPORTANCE_MODELS, dci
 from ..metrics.factor_vae_score import factor_vae_score
-from ..metrics.mig import mig
+from ..metrics.mig import constant_factors, mig
 from ..metrics.sap import sap
+
+# nats: a dimension counts as active when its mean KL exceeds this (the 0.1 of the posterior-collapse literature;
+# an unused β-VAE dimension sits at ~0.01, a dSprites factor costs 1–4 nats)
+KL_ACTIVE = 0.1
 
 
 def encoder_of(model, device=None, batch_size: int = 2048) -> Callable[[np.ndarray], np.ndarray]:
@@ -31,67 +44,159 @@ def encoder_of(model, device=None, batch_size: int = 2048) -> Callable[[np.ndarr
     return encode
 
 
+def gaussian_kl(mu: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sd²) ‖ N(0, 1)) elementwise, closed form: (mu² + sd² − 1)/2 − log sd."""
+    return 0.5 * (mu.square() + sd.square() - 1.0) - torch.log(sd)
+
+
+def kl_of(model, device=None, batch_size: int = 2048) -> Callable[[np.ndarray], np.ndarray] | None:
+    """images -> (N, d) KL(q(z_d|x) ‖ N(0, 1)) per image and dimension; None when q(z|x) is not a diagonal
+    Gaussian (an autoencoder's point mass has no KL)."""
+    device = device or model.device
+
+    def gaussian(q) -> Normal | None:
+        base = q.base_dist if isinstance(q, Independent) else q
+        return base if isinstance(base, Normal) else None
+
+    with torch.no_grad():
+        if gaussian(model.encode(torch.zeros(1, *model.config.input_shape, device=device))) is None:
+            return None
+
+    @torch.no_grad()
+    def kl(images: np.ndarray) -> np.ndarray:
+        model.eval()
+        x = torch.as_tensor(images, dtype=torch.float32)
+        out = []
+        for i in range(0, len(x), batch_size):
+            q = gaussian(model.encode(x[i:i + batch_size].to(device)))
+            out.append(gaussian_kl(q.loc.double(), q.scale.double()).cpu())
+        return torch.cat(out).numpy()
+    return kl
+
+
+def stages(names: list[str], progress: bool):
+    """Yield the names, showing progress on stderr: a tqdm bar on a terminal, else one plain line per stage."""
+    if not progress:
+        yield from names
+        return
+    if sys.stderr.isatty():
+        bar = tqdm(names, desc="vgm metrics", file=sys.stderr, leave=False, dynamic_ncols=True)
+        for name in bar:
+            bar.set_postfix_str(name, refresh=True)
+            yield name
+        return
+    for i, name in enumerate(names, 1):
+        print(f"vgm metrics: [{i}/{len(names)}] {name}", file=sys.stderr, flush=True)
+        yield name
+
+
 def score_all(encode: Callable, dataset, n_codes: int = 10000, n_train: int = 10000, n_eval: int = 5000,
-              batch_size: int = 64, n_variance: int = 10000, dci_model: str = "gbt", seed: int = 0) -> dict:
-    """MIG, SAP, DCI on n_codes random grid points; β-VAE and FactorVAE scores with n_train / n_eval points."""
+              batch_size: int = 64, n_variance: int = 10000, dci_model: str = "gbt", seed: int = 0,
+              kl: Callable | None = None, progress: bool = False) -> dict:
+    """MIG, SAP, DCI on n_codes random grid points; β-VAE and FactorVAE scores with n_train / n_eval points.
+
+    kl: images -> (N, d) per-dimension KL (see kl_of); when given, 'kl_per_dim' (mean over the n_codes
+    images, nats) and 'active_dims_kl' (how many exceed KL_ACTIVE) are added. Sizes are checked before any
+    work, so that a bad size fails at once rather than after the slow metrics.
+    """
     check_sizes(n_codes=n_codes, n_train=n_train, n_eval=n_eval, batch_size=batch_size, n_variance=n_variance)
+    for name, v, why in (("n-codes", n_codes, "MIG, SAP and DCI compare codes"),
+                         ("n-train", n_train, "the β-VAE score's classifier needs two classes"),
+                         ("batch-size", batch_size, "a variance needs two points"),
+                         ("n-variance", n_variance, "a variance needs two points")):
+        if v < 2:
+            raise VgmError(f"{name} must be >= 2 ({why}), got {v}")
     rng = np.random.default_rng(seed)
     factors = dataset.sample_factors(n_codes, rng)
-    codes = represent(encode, dataset, factors)
+    steps = {"codes": lambda: represent(encode, dataset, factors)}
+    if kl is not None:
+        steps["kl"] = lambda: represent(kl, dataset, factors).mean(0)
+    steps.update({
+        "mig": lambda: mig(out["codes"], factors),
+        "sap": lambda: sap(out["codes"], factors, seed=seed),
+        "dci": lambda: dci(out["codes"], factors, model=dci_model, seed=seed),
+        "beta_vae_score": lambda: beta_vae_score(encode, dataset, n_train, n_eval, batch_size, seed),
+        "factor_vae_score": lambda: factor_vae_score(encode, dataset, n_train, n_eval, batch_size, n_variance,
+                                                     seed=seed)})
     out, seconds = {}, {}
-    for name, fn in (("mig", lambda: mig(codes, factors)),
-                     ("sap", lambda: sap(codes, factors, seed=seed)),
-                     ("dci", lambda: dci(codes, factors, model=dci_model, seed=seed)),
-                     ("beta_vae_score", lambda: beta_vae_score(encode, dataset, n_train, n_eval, batch_size, seed)),
-                     ("factor_vae_score", lambda: factor_vae_score(encode, dataset, n_train, n_eval, batch_size,
-                                                                  n_variance, seed=seed))):
+    for name in stages(list(steps), progress):
         t0 = time.perf_counter()
-        out[name] = fn()
+        out[name] = steps[name]()
         seconds[name] = round(time.perf_counter() - t0, 2)
-    return {**out, "seconds": seconds}
+    codes = out.pop("codes")
+    res = {**out, "latent_dims": int(codes.shape[1]), "constant_factors": constant_factors(factors)}
+    if kl is not None:
+        per_dim = res.pop("kl")
+        res.update(kl_per_dim=per_dim.tolist(), kl_active_threshold=KL_ACTIVE,
+                   active_dims_kl=int((per_dim > KL_ACTIVE).sum()))
+    return {**res, "seconds": seconds}
+
+
+def table(res: dict, factor_names) -> list[tuple[str, str]]:
+    """(label, value) rows of the printed report."""
+    fv, d = res["factor_vae_score"], res["latent_dims"]
+    rows = [("MIG", f"{res['mig']:.4f}"), ("SAP", f"{res['sap']:.4f}")]
+    rows += [(f"DCI {k}", f"{v:.4f}") for k, v in res["dci"].items()]
+    rows += [("β-VAE score", f"{res['beta_vae_score']['eval_accuracy']:.4f}"),
+             ("FactorVAE score", f"{fv['eval_accuracy']:.4f}"),
+             ("active dims, FactorVAE", f"{fv['active_dims']} of {d}  (std of the code over the data >= 0.05)")]
+    if "active_dims_kl" in res:
+        rows += [("active dims, KL", f"{res['active_dims_kl']} of {d}  (mean KL(q(z_d|x) ‖ N(0,1)) > "
+                                     f"{res['kl_active_threshold']:g} nats)"),
+                 ("KL per dim (nats)", " ".join(f"{v:.3f}" for v in res["kl_per_dim"]))]
+    else:
+        rows.append(("active dims, KL", "— (the encoder is deterministic: no KL)"))
+    if res["constant_factors"]:
+        names = ", ".join(factor_names[k] for k in res["constant_factors"])
+        rows.append(("note", f"constant in the sample, left out of MIG and SAP: {names}"))
+    return rows
 
 
 @register_command("metrics")
 def cmd_metrics(argv: list[str]) -> int:
     from ..checkpoint import load, read_json
-    from ..options import Parser, seed
+    from ..options import Parser, positive_int, seed
     from ..data.dsprites import DSprites
     from ..train import resolve_device
 
     p = Parser(prog="vgm metrics", description="disentanglement metrics (MIG, SAP, DCI, β-VAE and FactorVAE "
                                                "scores) of a run trained on dsprites or dsprites32")
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--n-codes", type=int, default=10000, help="grid points for MIG, SAP and DCI")
-    p.add_argument("--n-train", type=int, default=10000, help="training points of the β-VAE / FactorVAE scores")
-    p.add_argument("--n-eval", type=int, default=5000, help="evaluation points of the β-VAE / FactorVAE scores")
-    p.add_argument("--batch-size", type=int, default=64, help="images per point of the β-VAE / FactorVAE scores")
-    p.add_argument("--n-variance", type=int, default=10000, help="images for the FactorVAE score's code scales")
-    p.add_argument("--dci-model", choices=IMPORTANCE_MODELS, default="gbt", help="importance model of DCI")
-    p.add_argument("--seed", type=seed, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("run_dir", type=Path, help="run folder of an ae, vae, betavae or tcvae trained on dSprites")
+    p.add_argument("--n-codes", type=positive_int, default=10000, help="grid points for MIG, SAP and DCI")
+    p.add_argument("--n-train", type=positive_int, default=10000,
+                   help="training points of the β-VAE / FactorVAE scores")
+    p.add_argument("--n-eval", type=positive_int, default=5000, help="evaluation points of the β-VAE / FactorVAE scores")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per point of the β-VAE / FactorVAE scores")
+    p.add_argument("--n-variance", type=positive_int, default=10000, help="images for the FactorVAE score's code scales")
+    p.add_argument("--dci-model", choices=IMPORTANCE_MODELS, default="gbt",
+                   help="importance model of DCI: gradient-boosted trees, or a faster random forest")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the factor draws and the classifiers (default: 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--json", action="store_true", help="print one JSON object (default: a table)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr (default: progress shown)")
     a = p.parse_args(argv)
     cfg = read_json(a.run_dir / "config.json")
     data = cfg.get("data", {}).get("data")
     if data not in ("dsprites", "dsprites32"):
         raise VgmError(f"{a.run_dir} was trained on {data!r}; vgm metrics needs a dsprites or dsprites32 run")
     model = load(a.run_dir, resolve_device(a.device))
+    if not callable(getattr(model, "encode", None)):
+        raise VgmError(f"{a.run_dir} holds a {model.kind} model, which has no encoder to score; vgm metrics "
+                       "needs an ae, vae, betavae or tcvae run")
     shape = tuple(model.config.input_shape)
     if len(shape) != 3 or shape[0] != 1 or shape[1] != shape[2]:
         raise VgmError(f"the model takes inputs of shape {shape}, not dSprites images")
     torch.manual_seed(a.seed)
+    grid = DSprites(shape[1])
     res = {"run": str(a.run_dir), "kind": model.kind, "data": data,
-           **score_all(encoder_of(model), DSprites(shape[1]), a.n_codes, a.n_train, a.n_eval, a.batch_size,
-                       a.n_variance, a.dci_model, a.seed)}
+           **score_all(encoder_of(model), grid, a.n_codes, a.n_train, a.n_eval, a.batch_size, a.n_variance,
+                       a.dci_model, a.seed, kl=kl_of(model), progress=not a.quiet)}
     if a.json:
         print(json.dumps(res))
         return 0
-    print(f"{a.run_dir} ({model.kind}) on {data}:")
-    print(f"  MIG              {res['mig']:.4f}")
-    print(f"  SAP              {res['sap']:.4f}")
-    for k, v in res["dci"].items():
-        print(f"  DCI {k:<22} {v:.4f}")
-    print(f"  β-VAE score      {res['beta_vae_score']['eval_accuracy']:.4f}")
-    print(f"  FactorVAE score  {res['factor_vae_score']['eval_accuracy']:.4f} "
-          f"({res['factor_vae_score']['active_dims']} active dims)")
+    rows = table(res, grid.factor_names)
+    width = max(len(label) for label, _ in rows)
+    print(f"{a.run_dir} ({model.kind}) on {data}, {a.n_codes} codes:")
+    for label, value in rows:
+        print(f"  {label:<{width}}  {value}")
     return 0
