@@ -22,6 +22,7 @@ class Model(nn.Module):
 
     kind: ClassVar[str] = ""          # set by registry.register_model
     Config: ClassVar[type] = object    # the model's config dataclass
+    default_iw_samples: ClassVar[int] = 1000   # K of `vgm evaluate` when not given: what a user can wait for
 
     def __init__(self, config: Any = None, **kwargs: Any):
         super().__init__()
@@ -44,9 +45,13 @@ class Model(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
-    def sample(self, n: int) -> torch.Tensor:
-        """n draws z ~ prior, decoded to the mean of p(x|z)."""
-        z = self.prior.sample((n,))
+    def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
+        """n draws z ~ prior, decoded to the mean of p(x|z). temperature T scales the prior's spread about its
+        mean (z = μ + T·(z₀ − μ)): T < 1 trades diversity for typical samples."""
+        prior = self.prior
+        z = prior.sample((n,))
+        if temperature != 1.0:
+            z = prior.mean + temperature * (z - prior.mean)
         return self.decode(z).mean
 
     @torch.no_grad()

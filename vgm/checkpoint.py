@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +23,26 @@ from .errors import VgmError
 from .registry import MODELS
 
 FORMAT = "vgm/1"
-UMASK = os.umask(0o022)
-os.umask(UMASK)
+TMP_SUFFIX = ".vgm-tmp"
 
 
 def atomic_write(path: Path | str, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder (fsync'ed, then renamed over `path`).
+
+    The temporary file is created with mode 0666 less the process umask, as any new file (the umask is never
+    changed: that would race with other threads). A missing folder is a one-line error naming `path`.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
+    if not path.parent.is_dir():
+        raise VgmError(f"cannot write {path}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise VgmError(f"cannot write {path}: it is a folder")
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}"
     try:
-        os.fchmod(fd, 0o666 & ~UMASK)          # mkstemp makes 0600; give the usual permissions
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as e:
+        raise VgmError(f"cannot write {path}: {e.strerror}") from None
+    try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -45,6 +56,15 @@ def atomic_write(path: Path | str, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete the temporary files that a killed vgm process left in `folder` (never a finished file); the count."""
+    n = 0
+    for f in Path(folder).glob(f".*{TMP_SUFFIX}"):
+        f.unlink(missing_ok=True)
+        n += 1
+    return n
 
 
 def write_json(path: Path | str, obj: Any) -> None:

@@ -7,6 +7,7 @@ Every user error ends in one line on stderr ("vgm: error: ...") and exit status 
 from __future__ import annotations
 
 import copy
+import inspect
 import dataclasses
 import json
 import math
@@ -21,19 +22,23 @@ from .checkpoint import load, load_checkpoint, write_json
 from .data import BINARIZE, DATA_DIR_ENV
 from .data import load as load_data
 from .errors import VgmError
-from .options import Parser, add_config_arguments, finite_float
-from .registry import COMMANDS, DATASETS, EXPERIMENTS, MODELS
-from .run import RUN_FILES, checked_split, read_run_config, run_data, stash_run, unstash_run
+from .options import Parser, add_config_arguments, finite_float, positive_int, seed
+from .registry import COMMANDS, DATASETS, EXPERIMENTS, MODELS, datasets_for, models_for
+from .checkpoint import remove_stale_temporaries
+from .run import RUN_FILES, check_no_leftover, checked_split, read_run_config, run_data, stash_run, unstash_run
 from .train import TrainConfig, fit, resolve_device, selection_score
-DATA_DEFAULTS = {"data": "digits", "data_dir": None, "binarize": "none", "val_fraction": 0.1}
-RESUME_MAY_CHANGE = ("epochs", "data_dir")
+DATA_DEFAULTS = {"data": None, "data_dir": None, "binarize": "none", "val_fraction": 0.1}
+RESUME_MAY_CHANGE = ("epochs", "data_dir", "lr")
+KIND_WORDS = {"images": "images", "vectors": "vectors", "tokens": "text (token sequences)",
+              "sequences": "real-valued sequences"}
 
 
 def train_parser(kind: str) -> tuple[Parser, list[str], list[str]]:
     cls = MODELS[kind]
     p = Parser(prog=f"vgm train {kind}", description=(cls.__doc__ or "").strip().splitlines()[0])
     d = p.add_argument_group("data")
-    d.add_argument("--data", choices=sorted(DATASETS), default=None, help="dataset (default: digits)")
+    d.add_argument("--data", default=None, metavar="NAME",
+                   help=f"data set: {', '.join(datasets_for(kind))} (default: {cls.default_data})")
     d.add_argument("--data-dir", default=None, help=f"where the data are: an MNIST-layout folder, or the file of a file-based dataset (or set {DATA_DIR_ENV})")
     d.add_argument("--binarize", choices=BINARIZE, default=None, help="binarisation of the images (default: none)")
     d.add_argument("--val-fraction", type=finite_float, default=None, help="share of training data held out for validation (default: 0.1)")
@@ -61,7 +66,8 @@ def cmd_train(argv: list[str]) -> int:
     a = p.parse_args(argv[1:])
     given = {k: v for k, v in vars(a).items() if v is not None}
     data_given = {k: given[k] for k in DATA_DEFAULTS if k in given}
-    out = Path(a.out or f"runs/{kind}-{given.get('data', 'digits')}")
+    cls = MODELS[kind]
+    out = Path(a.out or f"runs/{kind}-{given.get('data', cls.default_data)}")
     if out.exists() and not out.is_dir():
         raise VgmError(f"--out {out} exists and is not a folder")
     if a.resume and a.force:
@@ -74,24 +80,34 @@ def cmd_train(argv: list[str]) -> int:
         for k, v in given.items():
             if k in stored and k not in RESUME_MAY_CHANGE and json.loads(json.dumps(v)) != stored[k]:
                 raise VgmError(f"--{k.replace('_', '-')} {v} differs from the run's {stored[k]}; a resumed run "
-                               "keeps its configuration (only --epochs and --data-dir may change)")
+                               "keeps its configuration (only --epochs, --lr and --data-dir may change)")
         data_cfg = {**cfg["data"], **({"data_dir": given["data_dir"]} if "data_dir" in given else {})}
-        train_cfg = TrainConfig(**{**cfg["train"], **({"epochs": given["epochs"]} if "epochs" in given else {})})
+        train_cfg = TrainConfig(**{**cfg["train"], **{k: given[k] for k in ("epochs", "lr") if k in given}})
         model_cfg = cfg["model"]
     else:
         present = [f for f in RUN_FILES if (out / f).exists()]
         if present and not a.force:
             raise VgmError(f"{out} already holds a run ({present[0]}); use --resume to continue it, "
                            "--force to replace it, or another --out")
-        data_cfg = {**DATA_DEFAULTS, **data_given}
+        data_cfg = {**DATA_DEFAULTS, "data": cls.default_data, **data_given}
         train_cfg = TrainConfig(**{k: given[k] for k in train_fields if k in given})
         model_cfg = {k: given[k] for k in model_fields if k in given}
+        if "data" not in data_given and not a.quiet:
+            print(f"no --data given: training {kind} on its default data set, {cls.default_data}", file=sys.stderr)
+    if out.is_dir():
+        check_no_leftover(out)
+        remove_stale_temporaries(out)
     splits = load_data(data_cfg["data"], data_cfg["data_dir"], data_cfg["binarize"], data_cfg["val_fraction"])
+    if splits.kind not in cls.data_kinds:
+        fit_models = models_for(splits.kind)
+        raise VgmError(f"{data_cfg['data']} is {KIND_WORDS.get(splits.kind, splits.kind)}: "
+                       f"train {' or '.join(fit_models) if fit_models else 'another model'} "
+                       f"({kind} takes {' or '.join(KIND_WORDS[k] for k in cls.data_kinds)})")
     device = resolve_device(train_cfg.device)
     torch.manual_seed(train_cfg.seed)
-    cls = MODELS[kind]
     fields = {f.name for f in dataclasses.fields(cls.Config)}
-    from_data = {k: v for k, v in {"input_shape": splits.shape, **splits.meta}.items() if k in fields}
+    data_fields = {"input_shape": splits.shape, "dataset_size": len(splits.train), **splits.meta}
+    from_data = {k: v for k, v in data_fields.items() if k in fields}
     clash = {k: v for k, v in from_data.items()
              if not a.resume and k in model_cfg and json.loads(json.dumps(model_cfg[k])) != json.loads(json.dumps(v))}
     if clash:
@@ -101,6 +117,7 @@ def cmd_train(argv: list[str]) -> int:
         model = cls(cls.Config(**{**model_cfg, **from_data}))
     except (TypeError, ValueError, ArithmeticError) as e:
         raise VgmError(f"bad model option: {e}") from None
+    check_support(model, splits, data_cfg["data"])
     ckpt = out / "checkpoint.safetensors"
     from_checkpoint = a.resume and ckpt.exists()   # a run killed before its first checkpoint restarts from epoch 0
     if from_checkpoint:                             # check it fully before anything is written
@@ -115,8 +132,8 @@ def cmd_train(argv: list[str]) -> int:
                 "vgm_version": __version__, "kind": kind, "data": data_cfg,
                 "train": dataclasses.asdict(train_cfg),
                 "model": json.loads(json.dumps(dataclasses.asdict(model.config)))})
-        elif train_cfg.epochs != cfg["train"]["epochs"]:
-            cfg["train"]["epochs"] = train_cfg.epochs
+        elif (train_cfg.epochs, train_cfg.lr) != (cfg["train"]["epochs"], cfg["train"]["lr"]):
+            cfg["train"].update(epochs=train_cfg.epochs, lr=train_cfg.lr)
             write_json(out / "config.json", cfg)
         if not a.quiet:
             n_params = sum(p.numel() for p in model.parameters())
@@ -151,88 +168,125 @@ def cmd_train(argv: list[str]) -> int:
     return 0
 
 
+UNIT_INTERVAL = {"bernoulli": "bernoulli", "continuous-bernoulli": "continuous Bernoulli",
+                 "bce": "binary cross-entropy"}
+
+
+def check_support(model, splits, name: str) -> None:
+    """Refuse a likelihood that is not a density on the data's support: Bernoulli-type likelihoods (and an AE's
+    cross-entropy) need values in [0, 1]; a model trained anyway reports meaningless, even positive, 'ELBOs'."""
+    c = model.config
+    lik = getattr(c, "likelihood", None) if getattr(c, "likelihood", None) in UNIT_INTERVAL else \
+        getattr(c, "recon_loss", None) if getattr(c, "recon_loss", None) in UNIT_INTERVAL else None
+    if lik is None or splits.train.dtype == torch.long:
+        return
+    lo, hi = float(splits.train.min()), float(splits.train.max())
+    if lo < 0 or hi > 1:
+        flag = "--likelihood gaussian" if hasattr(c, "likelihood") else "--recon-loss mse"
+        raise VgmError(f"{name} has values in [{lo:.3g}, {hi:.3g}], outside [0, 1], where a "
+                       f"{UNIT_INTERVAL[lik]} likelihood is no density; use {flag}")
+
+
 def cmd_evaluate(argv: list[str]) -> int:
     from .evaluate import evaluate
     p = Parser(prog="vgm evaluate", description="ELBO, its terms, and the importance-weighted log p(x) of a run")
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--iw-samples", type=int, default=1000, help="K for the importance-weighted bound (0: skip)")
+    p.add_argument("--iw-samples", type=int, default=None,
+                   help="K for the importance-weighted bound, 0 to skip (default: the model's, e.g. 1000 for "
+                        "vae, 50 for the convolutional dSprites models, none for flows)")
     p.add_argument("--split", choices=("train", "val", "test"), default="test")
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-size", type=positive_int, default=500)
     p.add_argument("--data-dir", default=None, help="where the run's data now are, if moved")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
-    if a.iw_samples < 0 or a.batch_size < 1:
-        raise VgmError("--iw-samples must be >= 0 and --batch-size >= 1")
+    if a.iw_samples is not None and a.iw_samples < 0:
+        raise VgmError("--iw-samples must be >= 0")
     device = resolve_device(a.device)
     model = load(a.run_dir, device)
+    k = model.default_iw_samples if a.iw_samples is None else a.iw_samples
     _, splits = run_data(a.run_dir, a.data_dir)
     x = checked_split(model, splits, a.split).to(device)
     torch.manual_seed(a.seed)
-    scores = evaluate(model, x, a.iw_samples, a.batch_size)
+    scores = evaluate(model, x, k, a.batch_size, progress=not a.quiet)
     res = {"run": str(a.run_dir), "kind": model.kind, "split": a.split, **scores}
     if a.json:
         finite = lambda v: None if isinstance(v, float) and not math.isfinite(v) else v
         print(json.dumps({k: finite(v) for k, v in res.items()}, allow_nan=False))
-    else:
-        print(f"{a.run_dir} ({model.kind}) on {a.split} split: {res['n_examples']} examples of {res['dims']} values")
-        for k, v in res.items():
-            if k in ("n_examples", "dims", "iw_samples") or not isinstance(v, (int, float)):
-                continue
-            unit = "bits/dim" if k == "bits_per_dim" else "per value" if k == "mse" else "nats"
-            unit = res.get("units", {}).get(k, unit)      # a model's evaluate() may name its own units
-            label = f"log_px (K={a.iw_samples})" if k == "log_px" and res.get("iw_samples") else k
-            print(f"  {label:<18} {v:10.4f} {unit}")
-        if "note" in res:
-            print(f"  note: {res['note']}")
+        return 0
+    units = res.get("units", {})
+    what = units.get("dims", "values")
+    print(f"{a.run_dir} ({model.kind}) on the {a.split} split: {res['n_examples']} examples of {res['dims']} {what}")
+    for key, v in res.items():
+        if key in ("n_examples", "dims", "iw_samples") or isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        label = f"log_px (K={res['iw_samples']})" if key == "log_px" and res.get("iw_samples") else key
+        number = f"{v:10d}" if isinstance(v, int) else f"{v:10.4f}"
+        print(f"  {label:<20} {number} {units.get(key, '')}".rstrip())
+    if "note" in res:
+        print(f"  note: {res['note']}")
     return 0
 
 
 def cmd_sample(argv: list[str]) -> int:
-    from .plots import save_samples
-    p = Parser(prog="vgm sample", description="decode n prior samples into a grid")
+    from .plots import save_examples
+    p = Parser(prog="vgm sample", description="draw n samples from the model: a grid of images, a scatter of 2-D "
+                                              "points, a CSV of vectors, or text")
     p.add_argument("run_dir", type=Path)
-    p.add_argument("-n", type=int, default=64)
-    p.add_argument("--out", type=Path, default=None, help="PNG file (default: RUN_DIR/samples.png)")
+    p.add_argument("-n", type=positive_int, default=64)
+    p.add_argument("--temperature", type=finite_float, default=1.0,
+                   help="spread of the latent (or a flow's base) draws: z = T·ε; T < 1 gives more typical samples")
+    p.add_argument("--out", type=Path, default=None, help="output file (default: RUN_DIR/samples.png, or .csv "
+                                                          "for vectors of more than 2 values)")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--device", default="auto")
     a = p.parse_args(argv)
-    if a.n < 1:
-        raise VgmError("-n must be >= 1")
+    if not a.temperature > 0:
+        raise VgmError(f"--temperature must be > 0, got {a.temperature}")
     model = load(a.run_dir, resolve_device(a.device))
     torch.manual_seed(a.seed)
-    x = model.sample(a.n)
-    out = a.out or a.run_dir / "samples.png"
+    if "temperature" not in inspect.signature(model.sample).parameters:
+        if a.temperature != 1.0:
+            raise VgmError(f"{model.kind} models do not sample at a temperature")
+        x = model.sample(a.n)
+    else:
+        x = model.sample(a.n, temperature=a.temperature)
+    out = a.out or a.run_dir / ("samples.csv" if x.dim() == 2 and x.shape[1] != 2 and x.is_floating_point()
+                                else "samples.png")
     if hasattr(model, "render_samples"):
         model.render_samples(x, out)
     else:
-        save_samples(out, x)
+        save_examples(out, x, title=f"{model.kind}: {a.n} samples" + (f", T = {a.temperature:g}" if a.temperature != 1 else ""))
     print(f"wrote {out}")
     return 0
 
 
 def cmd_reconstruct(argv: list[str]) -> int:
-    from .plots import save_reconstructions
-    p = Parser(prog="vgm reconstruct", description="originals (odd rows) above their reconstructions (even rows)")
+    from .plots import save_examples
+    p = Parser(prog="vgm reconstruct", description="test examples and their reconstructions from the posterior "
+                                                   "mean: images in row pairs, 2-D points joined by lines, "
+                                                   "vectors as a CSV, text side by side")
     p.add_argument("run_dir", type=Path)
-    p.add_argument("-n", type=int, default=32, help="number of examples (a multiple of 8)")
+    p.add_argument("-n", type=positive_int, default=32, help="number of examples")
     p.add_argument("--split", choices=("train", "val", "test"), default="test")
-    p.add_argument("--out", type=Path, default=None, help="PNG file (default: RUN_DIR/reconstructions.png)")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", type=Path, default=None, help="output file (default: RUN_DIR/reconstructions.png, "
+                                                          "or .csv for vectors of more than 2 values)")
+    p.add_argument("--data-dir", default=None, help="where the run's data now are, if moved")
     p.add_argument("--device", default="auto")
     a = p.parse_args(argv)
-    if a.n < 1 or a.n % 8:
-        raise VgmError("-n must be a positive multiple of 8")
     device = resolve_device(a.device)
     model = load(a.run_dir, device)
     _, splits = run_data(a.run_dir, a.data_dir)
     x = checked_split(model, splits, a.split)[:a.n].to(device)
-    out = a.out or a.run_dir / "reconstructions.png"
+    recon = model.reconstruct(x)
     if hasattr(model, "render_reconstructions"):
-        model.render_reconstructions(x, model.reconstruct(x), out)
+        out = a.out or a.run_dir / "reconstructions.png"
+        model.render_reconstructions(x, recon, out)
     else:
-        save_reconstructions(out, x, model.reconstruct(x))
+        out = a.out or a.run_dir / ("reconstructions.csv" if x.dim() == 2 and x.shape[1] != 2 else "reconstructions.png")
+        save_examples(out, x, recon, title=f"{model.kind}: {len(x)} {a.split} examples and their reconstructions")
     print(f"wrote {out}")
     return 0
 

@@ -7,9 +7,10 @@ here through encode / decode / prior alone.
 """
 from __future__ import annotations
 
-import math
+import sys
 
 import torch
+from tqdm.auto import tqdm
 from torch.distributions import Bernoulli, ContinuousBernoulli
 
 from .data.dequantize import bits_per_dim, dequantize, eval_noise, log_scale
@@ -23,7 +24,7 @@ UNITS = {"elbo": "nats", "recon": "nats", "kl": "nats", "log_px": "nats", "elbo_
          "levels": "grey levels", "sq_error": "per example"}
 
 
-def evaluate(model, x: torch.Tensor, iw_samples: int = 1000, batch_size: int = 500) -> dict:
+def evaluate(model, x: torch.Tensor, iw_samples: int = 1000, batch_size: int = 500, progress: bool = False) -> dict:
     """Means over the examples of x, in nats per example (bits per dimension for log p(x)); x goes to the model's
     device, and the model's training mode is restored afterwards, also when this raises.
 
@@ -48,13 +49,13 @@ def evaluate(model, x: torch.Tensor, iw_samples: int = 1000, batch_size: int = 5
         with torch.no_grad():
             own = getattr(model, "evaluate", None)
             out = own(x, iw_samples, batch_size) if own is not None else _evaluate_latent(model, x, iw_samples,
-                                                                                         batch_size)
+                                                                                         batch_size, progress)
     finally:
         model.train(was_training)
     return out
 
 
-def _evaluate_latent(model, x: torch.Tensor, iw_samples: int, batch_size: int) -> dict:
+def _evaluate_latent(model, x: torch.Tensor, iw_samples: int, batch_size: int, progress: bool) -> dict:
     n, dims = x.shape[0], x[0].numel()
     levels = model.config.levels if getattr(model.config, "dequantize", False) else 0
     if levels:
@@ -72,12 +73,14 @@ def _evaluate_latent(model, x: torch.Tensor, iw_samples: int, batch_size: int) -
     elif not levels and not isinstance(base, Bernoulli) and not deterministic:
         kind = "continuous Bernoulli" if isinstance(base, ContinuousBernoulli) else "Gaussian"
         out["note"] = (f"{kind} likelihood on continuous values: log_px is a log density (nats), not the log of "
-                       "a probability, so it can be positive and no bits/dim are given; train with --dequantize "
-                       "for bits/dim of grey levels")
+                       "a probability, so it can be positive and no bits/dim are given (grey-level images: train "
+                       "with --dequantize for bits/dim)")
     keys = ("recon",) if deterministic else ("elbo", "recon", "kl", "log_px")
     sums = dict.fromkeys(keys, 0.0)
     sq_err = 0.0
     means = []
+    bar = tqdm(total=n, desc=f"evaluating (K={iw_samples})", unit="ex", leave=False,
+               disable=not (progress and sys.stderr.isatty()), dynamic_ncols=True)
     for i in range(0, n, batch_size):
         xb = x[i:i + batch_size]
         if deterministic:
@@ -90,6 +93,8 @@ def _evaluate_latent(model, x: torch.Tensor, iw_samples: int, batch_size: int) -
                 sums["log_px"] += log_px(model, xb, iw_samples).sum().item()
             means.append(model.encode(xb).mean)
         sq_err += ((model.reconstruct(xb) - xb) ** 2).sum().item()
+        bar.update(len(xb))
+    bar.close()
     out.update({k: v / n for k, v in sums.items()})
     out["mse"] = sq_err / (n * dims)      # per value, of the reconstruction from the posterior mean
     units = dict(UNITS)

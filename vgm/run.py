@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import read_json
-from .data import Splits
+from .data import SPLIT_SEED, Splits
 from .data import load as load_data
 from .errors import VgmError
 from .train import TrainConfig
@@ -32,14 +32,25 @@ def read_run_config(run_dir: Path) -> dict:
     return cfg
 
 
+BACKUP = ".vgm-replaced"
+
+
+def check_no_leftover(out: Path) -> None:
+    """Refuse to touch a run folder that still holds the previous run of a --force that was killed (SIGKILL,
+    power loss): deleting it would lose the user's run, restoring it silently would hide what happened."""
+    backup = out / BACKUP
+    if backup.exists():
+        raise VgmError(f"{backup} holds the run that an interrupted --force was replacing; restore it "
+                       f"(mv {backup}/* {out}/) or delete it, then run again")
+
+
 def stash_run(out: Path) -> Path | None:
     """Move an existing run's files aside (restored if the new run fails, deleted when it succeeds)."""
     present = [f for f in RUN_FILES if (out / f).exists()]
     if not present:
         return None
-    backup = out / ".vgm-replaced"
-    if backup.exists():
-        shutil.rmtree(backup)
+    check_no_leftover(out)
+    backup = out / BACKUP
     backup.mkdir()
     for f in present:
         os.replace(out / f, backup / f)
@@ -63,7 +74,12 @@ def run_data(run_dir: Path, data_dir: str | None) -> tuple[dict, Splits]:
 
 
 def checked_split(model, splits: Splits, split: str) -> torch.Tensor:
+    """One split of a run's data, of the shape the model was trained on. The training split of a dynamically
+    binarized run is drawn once by the fixed split seed (as validation and test are), so it is scored on the
+    binary data the model was trained on, not on grey levels."""
     x = splits.split(split)
+    if split == "train" and splits.binarize == "dynamic":
+        x = torch.bernoulli(x, generator=torch.Generator(device=x.device).manual_seed(SPLIT_SEED + 1))
     expected = tuple(getattr(model.config, "input_shape", x.shape[1:]))
     if tuple(x.shape[1:]) != expected:
         raise VgmError(f"the data have examples of shape {tuple(x.shape[1:])}, "

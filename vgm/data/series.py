@@ -59,7 +59,7 @@ def series_splits(y: np.ndarray, val_fraction: float, width: int = WINDOW) -> Sp
                   meta={"likelihood": "gaussian", "alphabet": "", "input_dim": 1, "max_len": width})
 
 
-@register_dataset("co2")
+@register_dataset("co2", kind="sequences")
 def load_co2(data_dir=None, binarize="none", val_fraction=0.1) -> Splits:
     """Weekly Mauna Loa CO2 (statsmodels), 52-week windows."""
     if binarize != "none":
@@ -76,7 +76,7 @@ def row_splits(images: Splits) -> Splits:
                         "max_len": images.train.shape[-2]})
 
 
-@register_dataset("digit-rows")
+@register_dataset("digit-rows", kind="sequences")
 def load_digit_rows(data_dir=None, binarize="none", val_fraction=0.1) -> Splits:
     """8x8 digits as sequences of 8 rows."""
     if binarize != "none":
@@ -84,7 +84,7 @@ def load_digit_rows(data_dir=None, binarize="none", val_fraction=0.1) -> Splits:
     return row_splits(load_digits(binarize="none", val_fraction=val_fraction))
 
 
-@register_dataset("mnist-rows")
+@register_dataset("mnist-rows", kind="sequences")
 def load_mnist_rows(data_dir=None, binarize="none", val_fraction=0.1) -> Splits:
     """MNIST (IDX folder) as sequences of 28 rows."""
     if binarize != "none":

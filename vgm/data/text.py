@@ -4,7 +4,9 @@ names: the US census first-name lists shipped inside the `names` package (dist.m
        5,000-odd distinct names, lower-cased), no download.
 text:  any UTF-8 text file, given by --data-dir FILE (or $VGM_DATA_DIR); empty lines are skipped.
 A fixed 10% of the lines (by a fixed seed, the same for every run) is the test split and `val_fraction` of the
-rest the validation split. The alphabet is the set of characters of the training split; others become UNK.
+rest the validation split. The alphabet is the set of characters of all the lines, so that every split is made
+of symbols the models can produce (they are distributions over the alphabet and EOS; an UNK would have
+probability 0); which characters exist is all that the held-out lines add to it, not how often they occur.
 Each split is a (N, longest + 1) long tensor: character ids, EOS, PAD (see vgm.sequences).
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ TEST_FRACTION = 0.1
 
 
 def text_splits(lines: list[str], val_fraction: float, binarize: str, source: str) -> Splits:
-    """Split lines into train/val/test by a fixed seed, build the alphabet from train, and tokenise."""
+    """Split lines into train/val/test by a fixed seed, build the alphabet from all lines, and tokenise."""
     if binarize != "none":
         raise VgmError(f"{source}: text cannot be binarised (use --binarize none)")
     if len(lines) < 3:
@@ -35,7 +37,7 @@ def text_splits(lines: list[str], val_fraction: float, binarize: str, source: st
         raise VgmError(f"{source}: too few lines ({len(lines)}) to carve validation and test splits")
     pick = lambda idx: [lines[i] for i in idx]
     test, val, train = pick(perm[:n_test]), pick(perm[n_test:n_test + n_val]), pick(perm[n_test + n_val:])
-    alphabet = "".join(sorted(set("".join(train))))
+    alphabet = "".join(sorted(set("".join(lines))))
     width = max(len(s) for s in lines) + 1
     enc = lambda part: encode_text(part, alphabet, width)
     longest = max(len(s) for s in train) + 1
@@ -63,7 +65,7 @@ def read_lines(path: Path) -> list[str]:
     return lines
 
 
-@register_dataset("text")
+@register_dataset("text", kind="tokens")
 def load_text(data_dir=None, binarize="none", val_fraction=0.1) -> Splits:
     """Any UTF-8 text file, one sequence per line."""
     path = data_location(data_dir, "text", "file")
@@ -84,7 +86,7 @@ def census_first_names() -> list[str]:
     return sorted(out)
 
 
-@register_dataset("names")
+@register_dataset("names", kind="tokens")
 def load_names(data_dir=None, binarize="none", val_fraction=0.1) -> Splits:
     """US census first names (embedded, from the `names` package), character by character."""
     return text_splits(census_first_names(), val_fraction, binarize, "names")

@@ -56,5 +56,5 @@ def toy_splits(name: str, binarize: str, val_fraction: float) -> Splits:
 
 
 for _name in TOY:
-    register_dataset(_name)(lambda data_dir=None, binarize="none", val_fraction=0.1, _n=_name:
+    register_dataset(_name, kind="vectors")(lambda data_dir=None, binarize="none", val_fraction=0.1, _n=_name:
                             toy_splits(_n, binarize, val_fraction))

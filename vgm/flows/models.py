@@ -32,6 +32,8 @@ ARCH_HELP = "coupling conditioner: MLP on the flattened masked values, or (image
 class FlowModel(Model):
     """Shared by the flows: pre-processing, the Flow, exact loss/evaluate, sampling and 2-D rendering."""
 
+    default_iw_samples = 0     # a flow's log p(x) is exact: no importance sampling
+
     def __init__(self, config=None, **kwargs):
         super().__init__(config, **kwargs)
         c = self.config
@@ -81,13 +83,23 @@ class FlowModel(Model):
         for i in range(0, x.shape[0], batch_size):
             total += self.log_prob(x[i:i + batch_size], None if noise is None else noise[i:i + batch_size]).sum().item()
         lp = total / x.shape[0]
-        return {"n_examples": x.shape[0], "dims": self.dims, "log_px": lp, "bits_per_dim": bits_per_dim(lp, self.dims),
-                "levels": self.config.levels, "exact": True, "iw_samples": 0}
+        out = {"n_examples": x.shape[0], "dims": self.dims, "log_px": lp, "iw_samples": 0,
+               "units": {"log_px": "nats", "bits_per_dim": "bits/dim", "levels": "grey levels"}}
+        if self.config.levels:
+            out.update(bits_per_dim=bits_per_dim(lp, self.dims), levels=self.config.levels,
+                       note=f"log_px is exact (change of variables), on the discrete scale of the "
+                            f"{self.config.levels} grey levels (dequantized with a fixed noise draw)")
+        else:
+            out.update(bits_per_dim=None, note="log_px is the exact log density of continuous values (nats): "
+                                               "not the log of a probability, so no bits/dim")
+        return out
 
     @torch.no_grad()
-    def sample(self, n: int) -> torch.Tensor:
-        """n draws from the flow; images are quantized back to the data's grey levels."""
-        y = self.flow.sample((n,))
+    def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
+        """n draws x = f⁻¹(z), z ~ N(0, T² I) (T = temperature; Kingma & Dhariwal, 2018, sample at T < 1);
+        images are quantized back to the data's grey levels."""
+        z = temperature * self.flow.base.sample((n,)).reshape(n, *self.config.input_shape)
+        y = self.flow.inverse(z)[0]
         return y if self.dequantize is None else self.dequantize.inverse(y)[0]
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
@@ -96,8 +108,8 @@ class FlowModel(Model):
     def render_samples(self, samples: torch.Tensor, path) -> None:
         """2-D data: the model's density as a heat map beside its samples; images: a grid."""
         if self.config.input_shape != (2,):
-            from ..plots import save_samples
-            save_samples(path, samples)
+            from ..plots import save_examples
+            save_examples(path, samples, title=f"{self.kind}: {len(samples)} samples")
             return
         from .plots import save_density_and_samples
         save_density_and_samples(path, self, samples)
@@ -113,7 +125,7 @@ class RealNVPConfig:
     alpha: float = field(default=0.05, metadata={"help": ALPHA_HELP})
 
 
-@register_model("realnvp")
+@register_model("realnvp", default_data="moons")
 class RealNVP(FlowModel):
     """RealNVP (Dinh et al., 2017): affine couplings with alternating halves / checkerboard masks, and ActNorm."""
 
@@ -135,7 +147,7 @@ class MAFConfig:
     alpha: float = field(default=0.05, metadata={"help": ALPHA_HELP})
 
 
-@register_model("maf")
+@register_model("maf", default_data="moons")
 class MAF(FlowModel):
     """Masked autoregressive flow (Papamakarios et al., 2017): MADE affine layers, order reversed in between."""
 
@@ -162,7 +174,7 @@ class NSFConfig:
     alpha: float = field(default=0.05, metadata={"help": ALPHA_HELP})
 
 
-@register_model("nsf")
+@register_model("nsf", default_data="moons")
 class NSF(FlowModel):
     """Neural spline flow (Durkan et al., 2019): rational-quadratic spline couplings, ActNorm, LU linear layers."""
 

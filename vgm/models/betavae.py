@@ -30,11 +30,12 @@ class BetaVAEConfig(VAEConfig):
     gamma: float = field(default=1000.0, metadata={"help": "γ of the capacity-annealed loss"})
 
 
-@register_model("betavae")
+@register_model("betavae", data=("images",), default_data="dsprites32")
 class BetaVAE(VAE):
     """β-VAE; with capacity > 0, Burgess et al.'s γ·|KL − C| with C raised linearly to C_max."""
 
     Config = BetaVAEConfig
+    default_iw_samples = 50     # conv decoders on 64x64 / 32x32 images: K = 50 takes about a minute on a CPU
 
     def __init__(self, config: BetaVAEConfig | None = None, **kwargs):
         super().__init__(config, **kwargs)

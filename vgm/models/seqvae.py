@@ -24,7 +24,7 @@ from torch.distributions import Distribution, Independent, Normal, kl_divergence
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from ..registry import register_model
-from ..data.tokens import BOS, EOS, PAD, UNK
+from ..data.tokens import EOS, PAD, UNK
 from .sequences import (ANNEAL, LIKELIHOODS, SequenceModel, StepInput, StepOutput, check_input, free_bits_kl, kl_weight, lengths, mask, masked_log_prob, trim, vocab_size)
 
 MAX_IW_ROWS = 8192      # sequences decoded at once when estimating log p(x)
@@ -42,7 +42,8 @@ class SeqVAEConfig:
     latent_dim: int = 16
     anneal: str = field(default="none", metadata={"choices": ANNEAL, "help": "KL annealing schedule"})
     anneal_steps: int = field(default=1000, metadata={"help": "steps of the linear ramp, or the cyclical period"})
-    word_dropout: float = field(default=0.0, metadata={"help": "probability of replacing a decoder input by UNK"})
+    word_dropout: float = field(default=0.0, metadata={"help": "probability of replacing a decoder input by UNK "
+                                                               "(1: the inputless decoder)"})
     free_bits: float = field(default=0.0, metadata={"help": "λ, nats per latent unit below which KL is not pushed"})
     beta: float = field(default=1.0, metadata={"help": "weight of the KL term (after annealing)"})
     min_sigma: float = field(default=0.01, metadata={"help": "smallest σ of a Gaussian output"})
@@ -82,7 +83,7 @@ class Autoregressive(Distribution):
         return self.model.generate(self.z)
 
 
-@register_model("seqvae")
+@register_model("seqvae", data=("tokens", "sequences"), default_data="names")
 class SeqVAE(SequenceModel):
     """Sentence VAE (Bowman et al., 2016): RNN encoder -> global z -> RNN decoder, with collapse remedies."""
 
@@ -96,8 +97,9 @@ class SeqVAE(SequenceModel):
             raise ValueError(f"anneal must be one of {', '.join(ANNEAL)}, got {c.anneal!r}")
         if c.cell not in ("gru", "lstm"):
             raise ValueError(f"cell must be gru or lstm, got {c.cell!r}")
-        if c.anneal_steps < 1 or not 0 <= c.word_dropout < 1 or c.free_bits < 0 or c.beta < 0:
-            raise ValueError("need anneal_steps >= 1, 0 <= word_dropout < 1, free_bits >= 0 and beta >= 0")
+        if c.anneal_steps < 1 or not 0 <= c.word_dropout <= 1 or c.free_bits < 0 or c.beta < 0:
+            raise ValueError("need anneal_steps >= 1, 0 <= word_dropout <= 1 (1: Bowman's inputless decoder), "
+                             "free_bits >= 0 and beta >= 0")
         vocab = vocab_size(c.alphabet) if c.likelihood == "categorical" else 0
         rnn = nn.GRU if c.cell == "gru" else nn.LSTM
         self.embed = StepInput(c.likelihood, vocab, c.input_dim, c.embed_dim)
@@ -158,21 +160,30 @@ class SeqVAE(SequenceModel):
         return {"recon": recon, "kl": kl, "elbo": -(recon + kl), "kl_units": kl_units, "activity": q.mean}
 
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per sequence: loss = recon + β_t · KL (free bits applied in training); the ELBO is always the plain one."""
+        """Per sequence: loss = recon + β_t · KL (free bits applied in training), and the terms to log.
+
+        Under word dropout in training the reconstruction term scores x behind UNK-corrupted decoder inputs:
+        that is the objective, not the model's likelihood, so it is logged as recon_word_dropout and no
+        recon/elbo is reported for such batches (validation rows and `vgm evaluate` give the model's ELBO).
+        The annealing step advances only on training steps that can take a gradient, as betavae's does."""
         c = self.config
         if self.training and not self.checked:
             check_input(x, c)                                   # once, at the first training step
             self.checked = True
         t = self.terms(trim(x))
         beta = c.beta * kl_weight(self.step, c.anneal, c.anneal_steps)
-        if self.training:
+        if self.training and torch.is_grad_enabled():
             self.step += 1
-            kl_term = free_bits_kl(t["kl_units"], c.free_bits)
-        else:
-            kl_term = t["kl"]
+        kl_term = free_bits_kl(t["kl_units"], c.free_bits) if self.training else t["kl"]
         loss = t["recon"] + beta * kl_term
-        return {"loss": loss, "recon": t["recon"], "kl": t["kl"], "elbo": t["elbo"],
-                "kl_weight": torch.as_tensor(beta, device=loss.device).expand_as(loss)}
+        out = {"loss": loss}
+        if self.training and c.word_dropout > 0:
+            out["recon_word_dropout"] = t["recon"]
+            out["kl"] = t["kl"]
+        else:
+            out.update(recon=t["recon"], kl=t["kl"], elbo=t["elbo"])
+        out["kl_weight"] = torch.as_tensor(beta, device=loss.device).expand_as(loss)
+        return out
 
     @torch.no_grad()
     def log_px(self, x: torch.Tensor, k: int = 1000) -> torch.Tensor:
@@ -198,7 +209,7 @@ class SeqVAE(SequenceModel):
         out = []
         for _ in range(steps):
             o, state = self.decoder(torch.cat([self.embed(inp), z[:, None]], dim=-1), state)
-            xt = next_step(self.out, o[:, 0], greedy)
+            xt = self.out.draw(o[:, 0], greedy)
             if categorical:
                 xt = torch.where(done, PAD, xt)
                 done = done | (xt == EOS)
@@ -223,15 +234,3 @@ class SeqVAE(SequenceModel):
         za, zb = self.encode(trim(a)).mean, self.encode(trim(b)).mean
         w = torch.linspace(0, 1, steps, device=za.device)[:, None]
         return self.generate((1 - w) * za + w * zb, greedy=True)
-
-
-
-def next_step(head: StepOutput, h: torch.Tensor, greedy: bool) -> torch.Tensor:
-    """One generated step from p(x_t | ·): a character of the alphabet or EOS (never PAD, BOS or UNK, which are
-    not symbols of the data); argmax/mean when greedy."""
-    p = head(h)
-    if not head.categorical:
-        return p.mean
-    logits = p.logits.clone()
-    logits[..., [PAD, BOS, UNK]] = -torch.inf
-    return logits.argmax(-1) if greedy else torch.distributions.Categorical(logits=logits).sample()

@@ -32,11 +32,12 @@ class TCVAEConfig(VAEConfig):
                                                            "the data (0: the batch size)"})
 
 
-@register_model("tcvae")
+@register_model("tcvae", data=("images",), default_data="dsprites32")
 class TCVAE(VAE):
     """β-TCVAE with the minibatch-weighted sampling estimate of the KL decomposition."""
 
     Config = TCVAEConfig
+    default_iw_samples = 50     # conv decoders on 64x64 / 32x32 images: K = 50 takes about a minute on a CPU
 
     def __init__(self, config: TCVAEConfig | None = None, **kwargs):
         super().__init__(config, **kwargs)

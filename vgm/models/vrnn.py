@@ -21,9 +21,10 @@ from torch.distributions import Normal, kl_divergence
 
 from .nets import mlp
 from ..registry import register_model
-from .seqvae import check_common, next_step
+from .seqvae import check_common
 from ..data.tokens import EOS, PAD
-from .sequences import (LIKELIHOODS, SequenceModel, StepInput, StepOutput, check_input, mask, trim, vocab_size)
+from .sequences import (LIKELIHOODS, SequenceModel, StepInput, StepOutput, check_input, mask, step_target, trim,
+                        vocab_size)
 
 MAX_IW_ROWS = 8192
 
@@ -46,7 +47,7 @@ def normal(params: torch.Tensor) -> Normal:
     return Normal(mu, F.softplus(s) + 1e-4)
 
 
-@register_model("vrnn")
+@register_model("vrnn", data=("tokens", "sequences"), default_data="names")
 class VRNN(SequenceModel):
     """Variational RNN (Chung et al., 2015): a latent per step, learned prior p(z_t | h_{t-1})."""
 
@@ -90,7 +91,7 @@ class VRNN(SequenceModel):
             z = q.mean if use_mean else q.rsample()
             fz = self.phi_z(z)
             px = self.out(self.dec_net(torch.cat([fz, h], -1)))
-            lp = torch.where(mt, px.log_prob(target(x[:, t])), 0.0)
+            lp = torch.where(mt, px.log_prob(step_target(x[:, t])), 0.0)
             log_px_z = log_px_z + lp
             kl_units = kl_units + torch.where(mt[:, None], kl_divergence(q, p), 0.0)
             log_w = log_w + lp + torch.where(mt, (p.log_prob(z) - q.log_prob(z)).sum(-1), 0.0)
@@ -140,7 +141,7 @@ class VRNN(SequenceModel):
         for _ in range(2 * c.max_len if categorical else c.max_len):
             z = normal(self.prior_net(h)).sample()
             fz = self.phi_z(z)
-            xt = next_step(self.out, self.dec_net(torch.cat([fz, h], -1)), greedy=False)
+            xt = self.out.draw(self.dec_net(torch.cat([fz, h], -1)))
             if categorical:
                 xt = torch.where(done, PAD, xt)
                 done = done | (xt == EOS)
@@ -156,9 +157,3 @@ class VRNN(SequenceModel):
         x = trim(x)
         r = self.filter(x, use_mean=True)["recon"]
         return torch.where(mask(x), r, PAD) if r.dtype == torch.long else r
-
-
-
-def target(xt: torch.Tensor) -> torch.Tensor:
-    """A step's values ready for log_prob: PAD ids and NaN padding replaced (they are masked out anyway)."""
-    return xt if xt.dtype == torch.long else torch.nan_to_num(xt, nan=0.0)
