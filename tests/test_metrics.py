@@ -2,19 +2,28 @@
 independent noise (≈ 0 or chance), and invariance to permuting and rescaling the codes."""
 from __future__ import annotations
 
+import io
 import json
+import re
 import sys
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
+from torch.distributions import Independent, Normal, kl_divergence
 
 from vgm import VgmError
+from vgm import load as vgm_load
 from vgm.cli import main
 from vgm.data.dsprites import DSprites
 from vgm.flows.models import RealNVP
 from vgm.metrics import beta_vae_score, dci, factor_vae_score, mig, sap
+from vgm.models.ae import AE
 from vgm.models.betavae import BetaVAE
+from vgm.tools.metrics import KL_ACTIVE, encoder_of, kl_of, score_all, stages
+from vgm.tools.traversal import kl_per_dim
 
 dci_module = sys.modules["vgm.metrics.dci"]
 mig_module = sys.modules["vgm.metrics.mig"]
@@ -193,3 +202,99 @@ def test_metrics_cli_one_line_errors(tmp_path, capsys):
     for flag, value in (("--n-train", 1), ("--batch-size", 1), ("--n-codes", 1)):
         code, out, err = metrics_cli(capsys, run, flag, value)
         assert code == 2 and err.count("\n") == 1 and f"{flag[2:]} must be >= 2" in err and out == ""
+
+
+def test_kl_of_is_the_models_kl_per_dimension():
+    torch.manual_seed(0)
+    m = BetaVAE(input_shape=(1, 32, 32)).eval()
+    x = (torch.rand(30, 1, 32, 32) < 0.2).float()
+    kl = kl_of(m)(x.numpy())
+    with torch.no_grad():
+        q = m.encode(x)
+        total = kl_divergence(q, m.prior)                   # torch's own Gaussian KL, summed over dimensions
+        per_dim = kl_divergence(q.base_dist, Normal(0.0, 1.0))
+    assert kl.shape == (30, 10) and np.allclose(kl.sum(1), total.numpy(), rtol=1e-5)
+    assert np.allclose(kl, per_dim.numpy(), rtol=1e-5, atol=1e-7)
+    assert kl_of(AE(input_shape=(1, 32, 32))) is None       # a point mass has no KL to report
+
+
+class DeadDims:
+    """q(z|x) of FactorGrid 'images' (the factor values): dims 0–4 carry the factors (sd 0.1: ≈ 2 nats each);
+    dims 5–7 are unused, q ≈ N(0, 1) (sd 0.99) but with a mean 0.1·sin(·) that still varies over the data, with
+    a standard deviation ≈ 0.07 above FactorVAE's 0.05 pruning threshold: a few thousandths of a nat."""
+    config = SimpleNamespace(input_shape=(5,))
+    device = torch.device("cpu")
+    w = torch.tensor(np.random.default_rng(10).normal(size=(5, 3)))
+
+    def eval(self):
+        return self
+
+    def params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.double()
+        mu = torch.cat([x / torch.tensor(SIZES), 0.1 * torch.sin(x @ self.w)], 1)
+        sd = torch.cat([torch.full((len(x), 5), 0.1), torch.full((len(x), 3), 0.99)], 1).double()
+        return mu, sd
+
+    def encode(self, x: torch.Tensor):
+        return Independent(Normal(*self.params(x)), 1)
+
+
+def test_active_dims_by_kl_beside_factor_vae_pruning():
+    m, grid = DeadDims(), FactorGrid()
+    res = score_all(encoder_of(m), grid, n_codes=500, n_train=100, n_eval=50, batch_size=16, n_variance=500,
+                    dci_model="forest", seed=3, kl=kl_of(m))
+    assert res["factor_vae_score"]["active_dims"] == 8      # the dead dims' means vary enough to be kept
+    assert res["active_dims_kl"] == 5 and res["kl_active_threshold"] == KL_ACTIVE == 0.1 and res["latent_dims"] == 8
+    mu, sd = m.params(torch.as_tensor(grid.sample_factors(500, np.random.default_rng(3)), dtype=torch.float64))
+    expected = kl_divergence(Normal(mu, sd), Normal(0.0, 1.0)).mean(0).numpy()
+    assert np.allclose(res["kl_per_dim"], expected, rtol=1e-9)
+    assert min(expected[:5]) > 1.5 and max(expected[5:]) < 0.01
+    assert res["constant_factors"] == [] and set(res["seconds"]) == {
+        "codes", "kl", "mig", "sap", "dci", "beta_vae_score", "factor_vae_score"}
+
+
+SMALL = ("--n-codes", 200, "--n-train", 20, "--n-eval", 10, "--batch-size", 8, "--n-variance", 200,
+         "--dci-model", "forest", "--seed", 4)
+
+
+def test_metrics_cli_reports_kl_on_the_codes_it_scores(tmp_path, capsys):
+    torch.manual_seed(1)
+    run = saved_run(tmp_path / "bv", BetaVAE(input_shape=(1, 32, 32)))
+    code, out, err = metrics_cli(capsys, run, *SMALL, "--json", "--quiet")
+    assert code == 0 and err == ""
+    res = json.loads(out)
+    grid = DSprites(32)
+    x = torch.as_tensor(grid.images(grid.sample_factors(200, np.random.default_rng(4))), dtype=torch.float32)
+    model = vgm_load(run)
+    assert np.allclose(res["kl_per_dim"], kl_per_dim(model, x), rtol=1e-4)
+    assert res["active_dims_kl"] == sum(v > 0.1 for v in res["kl_per_dim"]) and res["latent_dims"] == 10
+    # the table: every value starts in one column; progress goes to stderr, one plain line per stage (no tty)
+    code, out, err = metrics_cli(capsys, run, *SMALL)
+    lines = out.splitlines()[1:]
+    starts = {re.match(r"^  \S+(?: \S+)* +", line).end() for line in lines}
+    assert code == 0 and len(starts) == 1 and len(lines) == 11
+    assert any(line.split()[:3] == ["active", "dims,", "KL"] for line in lines)
+    assert err.splitlines() == [f"vgm metrics: [{i}/7] {name}" for i, name in enumerate(
+        ["codes", "kl", "mig", "sap", "dci", "beta_vae_score", "factor_vae_score"], 1)]
+
+
+def test_progress_is_a_bar_on_a_terminal(monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert list(stages(["a", "b"], progress=True)) == ["a", "b"]
+    text = sys.stderr.getvalue()
+    assert "\r" in text and "vgm metrics" in text and "1/2 " in text and ", b]" in text and "[1/2]" not in text
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert list(stages(["a"], progress=False)) == ["a"] and sys.stderr.getvalue() == ""
+
+
+def test_metrics_help_shows_every_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["metrics", "--help"])
+    text = capsys.readouterr().out.split("options:")[1]
+    blocks = re.split(r"\n(?=  -)", text.strip("\n"))
+    assert len(blocks) == 11
+    for block in blocks[1:]:                                # all but -h
+        assert "default" in block, block

@@ -80,10 +80,11 @@ def stages(names: list[str], progress: bool):
         yield from names
         return
     if sys.stderr.isatty():
-        bar = tqdm(names, desc="vgm metrics", file=sys.stderr, leave=False, dynamic_ncols=True)
-        for name in bar:
-            bar.set_postfix_str(name, refresh=True)
-            yield name
+        with tqdm(total=len(names), desc="vgm metrics", file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
+            for name in names:
+                bar.set_postfix_str(name)                       # what runs now; the count is what is done
+                yield name
+                bar.update()
         return
     for i, name in enumerate(names, 1):
         print(f"vgm metrics: [{i}/{len(names)}] {name}", file=sys.stderr, flush=True)
