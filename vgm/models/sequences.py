@@ -18,9 +18,10 @@ import torch.nn.functional as F
 
 from ..base import Model
 from ..checkpoint import atomic_write
-from ..data.tokens import BOS, FIRST, PAD, to_text
+from ..data.tokens import BOS, EOS, FIRST, PAD, UNK, to_text
 
 LIKELIHOODS = ("categorical", "gaussian")
+NOT_SYMBOLS = (PAD, BOS, UNK)     # ids that are never an output: the model is a distribution over alphabet + EOS
 ANNEAL = ("none", "linear", "cyclical")
 
 
@@ -52,6 +53,10 @@ def check_input(x: torch.Tensor, config) -> None:
                            f"got {x.dtype} data of shape {tuple(x.shape)} (train it on text data)")
         if int(x.max()) >= vocab_size(config.alphabet) or int(x.min()) < 0:
             raise VgmError(f"token ids outside the model's vocabulary of {vocab_size(config.alphabet)}")
+        bad = int(((x == UNK) | (x == BOS)).any(1).sum())
+        if bad:
+            raise VgmError(f"{bad} sequences hold characters outside the model's alphabet {config.alphabet!r} "
+                           "(UNK), which the model gives probability 0")
     elif x.dtype == torch.long or x.dim() != 3 or x.shape[-1] != config.input_dim:
         raise VgmError(f"this gaussian model needs real-valued sequences (N, T, {config.input_dim}), "
                        f"got {x.dtype} data of shape {tuple(x.shape)}")
@@ -74,18 +79,24 @@ class StepInput(nn.Module):
 
 
 class StepOutput(nn.Module):
-    """A hidden vector -> p(x_t | ·): Categorical over the vocabulary, or a diagonal Normal with learned σ >= min_sigma."""
+    """A hidden vector -> p(x_t | ·): a Categorical over the symbols of the data (the alphabet and EOS; PAD, BOS
+    and UNK get probability 0, so scoring and generation use one distribution), or a diagonal Normal with
+    learned σ >= min_sigma."""
 
     def __init__(self, likelihood: str, in_dim: int, vocab: int, input_dim: int, min_sigma: float):
         super().__init__()
         self.categorical = likelihood == "categorical"
         self.min_sigma = min_sigma
         self.net = nn.Linear(in_dim, vocab if self.categorical else 2 * input_dim)
+        if self.categorical:
+            blocked = torch.zeros(vocab, dtype=torch.bool)
+            blocked[list(NOT_SYMBOLS)] = True
+            self.register_buffer("blocked", blocked, persistent=False)
 
     def forward(self, h: torch.Tensor) -> Distribution:
         out = self.net(h)
         if self.categorical:
-            return Categorical(logits=out)
+            return Categorical(logits=out.masked_fill(self.blocked, -torch.inf))
         mu, s = out.chunk(2, dim=-1)
         return Independent(Normal(mu, F.softplus(s) + self.min_sigma), 1)
 
@@ -95,14 +106,23 @@ class StepOutput(nn.Module):
             return torch.full((n, 1), BOS, dtype=torch.long, device=like.device)
         return torch.zeros(n, 1, like.shape[-1], device=like.device)
 
-    def draw(self, p: Distribution) -> torch.Tensor:
-        """Generation: a sampled token, or the mean of the real values (noise-free curves)."""
-        return p.sample() if self.categorical else p.mean
+    def draw(self, h: torch.Tensor, greedy: bool = False) -> torch.Tensor:
+        """One generated step from p(x_t | ·): a sampled symbol (its mode if greedy), or the mean of the real
+        values (noise-free curves)."""
+        p = self(h)
+        if not self.categorical:
+            return p.mean
+        return p.logits.argmax(-1) if greedy else p.sample()
+
+
+def step_target(x: torch.Tensor) -> torch.Tensor:
+    """Values ready for log_prob: PAD ids (probability 0) and NaN padding replaced; they are masked out anyway."""
+    return torch.where(x == PAD, EOS, x) if x.dtype == torch.long else clean(x)
 
 
 def masked_log_prob(p: Distribution, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     """Σ_t m_t log p(x_t): per sequence, padding steps contribute nothing."""
-    target = x.clamp(min=0) if x.dtype == torch.long else clean(x)
+    target = step_target(x)
     return torch.where(m, p.log_prob(target), 0.0).sum(-1)
 
 
