@@ -408,6 +408,60 @@ def test_real_valued_models_train(cls, name, step):
     assert m.sample(3).shape == (3, *data.train.shape[1:])
 
 
+# ----- any number of sequences rendered --------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [1, 5, 20])
+def test_render_any_number_of_sequences(tmp_path, monkeypatch, names, n):
+    """Text: n lines; series: n panels (none dropped past 16); row-by-row digits: each reconstruction in the tile
+    under its original, rows of at most 8."""
+    import vgm.models.sequences as seq
+    import vgm.plots as plots
+    figures, arrays = [], []
+    real_bytes = seq._figure_bytes
+    monkeypatch.setattr(seq, "_figure_bytes", lambda fig: (figures.append(fig), real_bytes(fig))[1])
+    monkeypatch.setattr(plots, "save_png", lambda path, array, scale=4: arrays.append(array))
+    text = text_model(VRNN, names)
+    x = names.test[:n]
+    text.render_reconstructions(x, text.reconstruct(x), tmp_path / "r.png")
+    text.render_samples(text.sample(n), tmp_path / "s.png")
+    assert len((tmp_path / "r.txt").read_text().splitlines()) == n == len((tmp_path / "s.txt").read_text().splitlines())
+    assert (tmp_path / "r.png").stat().st_size > 0
+
+    torch.manual_seed(0)
+    series = SeqVAE(likelihood="gaussian", input_dim=1, max_len=12, hidden=8, latent_dim=2).eval()
+    x = torch.randn(n, 12, 1)
+    figures.clear()
+    series.render_reconstructions(x, series.reconstruct(x), tmp_path / "c.png")
+    series.render_samples(series.sample(n), tmp_path / "cs.png")
+    assert [sum(1 for ax in f.axes if ax.lines) for f in figures] == [n, n]
+    assert [len(ax.lines) for ax in figures[0].axes if ax.lines] == [2] * n         # data and reconstruction
+
+    rows = VRNN(likelihood="gaussian", input_dim=8, max_len=8, hidden=8, latent_dim=2).eval()
+    x = torch.rand(n, 8, 8)
+    recon = rows.reconstruct(x)
+    rows.render_reconstructions(x, recon, tmp_path / "d.png")
+    pic, cols = arrays[-1], min(n, 8)
+    assert pic.shape == (2 * math.ceil(n / cols) * 9 + 1, cols * 9 + 1)
+    for i in range(n):
+        r, q = divmod(i, cols)
+        tile = lambda row: pic[1 + row * 9:9 + row * 9, 1 + q * 9:9 + q * 9]
+        np.testing.assert_allclose(tile(2 * r), x[i].clamp(0, 1).numpy(), atol=1e-6)
+        np.testing.assert_allclose(tile(2 * r + 1), recon[i].clamp(0, 1).numpy(), atol=1e-6)
+
+
+def test_reconstruct_five_of_a_vrnn_text_run(tmp_path, names, capsys):
+    lines = tmp_path / "names.txt"
+    lines.write_text("\n".join(to_text(names.train[:300], names.meta["alphabet"])) + "\n")
+    run = tmp_path / "v"
+    assert main(["train", "vrnn", "--data", "text", "--data-dir", str(lines), "--epochs", "1", "--hidden", "16",
+                 "--latent-dim", "2", "--out", str(run), "--quiet"]) == 0
+    assert main(["reconstruct", str(run), "-n", "5"]) == 0
+    out = (run / "reconstructions.txt").read_text().splitlines()
+    assert len(out) == 5 and all("  ->  " in line for line in out)
+    assert main(["reconstruct", str(run), "-n", "3", "--out", str(tmp_path / "r.txt")]) == 0
+    assert len((tmp_path / "r.txt").read_text().splitlines()) == 3         # a .txt --out gets the text, not a PNG
+
+
 # ----- command line ----------------------------------------------------------------------------------------
 
 SCRIPT = r"""

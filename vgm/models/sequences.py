@@ -207,62 +207,92 @@ def evaluate_sequences(model, x: torch.Tensor, iw_samples: int = 1000, batch_siz
 
 # ----- text and plots ---------------------------------------------------------------------------------------
 
-def _figure_bytes(fig) -> bytes:
-    import matplotlib.pyplot as plt
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def render(model, x: torch.Tensor, path: str | Path, title: str = "", recon: torch.Tensor | None = None) -> None:
-    """Text: printed, written to PATH.txt, and drawn as a PNG list. Series: line plots (dashed: recon).
-    Row-by-row digits (square rows x values): an image grid."""
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
 
+
+def _figure_bytes(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    pyplot().close(fig)
+    return buf.getvalue()
+
+
+def is_row_image(x: torch.Tensor) -> bool:
+    """Digits read row by row, (N, rows, values) with as many rows as values (8 or 28): drawn as images."""
+    return x.dim() == 3 and x.shape[1] == x.shape[2] and x.shape[1] in (8, 28)
+
+
+def row_images(x: torch.Tensor) -> torch.Tensor:
+    """(N, rows, values) -> (N, 1, rows, values) images, NaN padding shown as 0."""
+    return x.detach().cpu().float().nan_to_num(0.0)[:, None]
+
+
+def write_text(path: Path, lines: list[str], title: str = "", width: float = 4) -> None:
+    """Text lines: printed, written to PATH.txt, and drawn as a PNG list into PATH (only the text for a .txt path)."""
+    print("\n".join(lines))
+    atomic_write(path.with_suffix(".txt"), ("\n".join(lines) + "\n").encode())
+    if path.suffix.lower() == ".txt":
+        return
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(width, 0.22 * len(lines) + 0.6))
+    ax.axis("off")
+    ax.text(0, 1, "\n".join(lines), va="top", family="monospace", fontsize=9, transform=ax.transAxes)
+    if title:
+        ax.set_title(title)
+    atomic_write(path, _figure_bytes(fig))
+
+
+def series_figure(path: Path, panels: list[tuple[str, list[tuple[torch.Tensor, str, str]]]], title: str = "") -> None:
+    """One small plot per panel (its title, and curves (values (T, D), line style, legend label)) of the first
+    value per step; every panel is drawn, 4 to a row (8 beyond 16 panels)."""
+    plt = pyplot()
+    n = len(panels)
+    cols = min(n, 4 if n <= 16 else 8)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 1.8 * rows + 0.4), squeeze=False, sharey=True)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax, (name, curves) in zip(axes.flat, panels):
+        for values, style, label in curves:
+            ax.plot(values.detach().cpu().float()[:, 0].numpy(), style, lw=1.2, label=label or None)
+        if name:
+            ax.set_title(name, fontsize=8)
+        ax.tick_params(labelsize=7)
+    if any(label for _, curves in panels[:1] for _, _, label in curves):
+        axes.flat[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    atomic_write(path, _figure_bytes(fig))
+
+
+def render(model, x: torch.Tensor, path: str | Path, title: str = "", recon: torch.Tensor | None = None) -> None:
+    """Any number of sequences (and their reconstructions). Text: printed, written to PATH.txt, and drawn as a
+    PNG list. Series: one line plot each (dashed: recon). Row-by-row digits: an image grid."""
     path = Path(path)
     c = model.config
     if c.likelihood == "categorical":
         texts = to_text(x.cpu(), c.alphabet)
         if recon is not None:
             texts = [f"{a}  ->  {b}" for a, b in zip(texts, to_text(recon.cpu(), c.alphabet))]
-        print("\n".join(texts))
-        atomic_write(path.with_suffix(".txt"), ("\n".join(texts) + "\n").encode())
-        fig, ax = plt.subplots(figsize=(4 if recon is None else 6, 0.22 * len(texts) + 0.6))
-        ax.axis("off")
-        ax.text(0, 1, "\n".join(texts), va="top", family="monospace", fontsize=9, transform=ax.transAxes)
-        if title:
-            ax.set_title(title)
-        atomic_write(path, _figure_bytes(fig))
+        write_text(path, texts, title, width=4 if recon is None else 6)
         return
-    xs = x.detach().cpu().float()
-    if xs.shape[1] == xs.shape[2] and xs.shape[1] in (8, 28):    # digits, one row per step
+    if is_row_image(x):
         from ..plots import save_reconstructions, save_samples
-        img = lambda a: a.detach().cpu().float().nan_to_num(0.0)[:, None]
         if recon is None:
-            save_samples(path, img(xs))
+            save_samples(path, row_images(x))
         else:
-            save_reconstructions(path, img(xs), img(recon))
+            save_reconstructions(path, row_images(x), row_images(recon))
         return
-    n = min(len(xs), 16)
-    cols = 4
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 1.8 * rows), squeeze=False, sharey=True)
-    for i, ax in enumerate(axes.flat):
-        if i >= n:
-            ax.axis("off")
-            continue
-        ax.plot(xs[i, :, 0].numpy(), lw=1.2, label="data" if recon is not None else None)
-        if recon is not None:
-            ax.plot(recon[i, :, 0].detach().cpu().numpy(), "--", lw=1.2, label="reconstruction")
-        ax.tick_params(labelsize=7)
-    if recon is not None:
-        axes.flat[0].legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    atomic_write(path, _figure_bytes(fig))
+    if recon is None:
+        panels = [("", [(s, "-", "")]) for s in x]
+    else:
+        panels = [("", [(s, "-", "data"), (r, "--", "reconstruction")]) for s, r in zip(x, recon)]
+    series_figure(path, panels, title)
 
 
 class SequenceModel(Model):
