@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 
 import vgm
 from conftest import run_cli
+from vgm.cli import main
 from vgm.experiments import load_all, write_results
 from vgm.experiments.common import pyplot, save_figure
 from vgm.experiments.elbo_gap import PPCA, bounds, log_weights
@@ -298,3 +300,29 @@ def test_report_errors_are_one_line_and_overwrite_nothing(tmp_path):
     r = run_cli("report", tmp_path)
     assert r.returncode == 2 and "cannot read" in r.stderr and r.stderr.strip().count("\n") == 0
     assert (tmp_path / "report.html").read_text() == "mine"
+
+
+def test_report_marks_quick_runs_and_leaves_them_out_of_the_count(tmp_path):
+    cases = {"full-held": ("", True), "full-not": ("", False), "full-descriptive": ("", None),
+             "quick-not": (" --quick", False), "quick-held": (" --quick", True)}
+    for name, (flag, held) in cases.items():
+        (tmp_path / name).mkdir()
+        write_results(tmp_path / name, name=name, title=name, claim="a claim", command=f"vgm experiment {name}{flag}",
+                      table=[], figures=[], verdict="a verdict", held=held)
+    (tmp_path / "marked").mkdir()                         # an experiment that records it: the field decides
+    write_results(tmp_path / "marked", name="marked", title="marked", claim="a claim", command="vgm experiment marked",
+                  table=[], figures=[], verdict="a verdict", held=False, quick=True)
+    page = render(find_results(tmp_path))
+    assert "6 experiments · 1 claim held · 1 did not · 1 descriptive · 3 quick runs (smoke tests, not counted)" in page
+    # each experiment has a badge in the contents and one on its card
+    assert (page.count('class="badge quick"'), page.count('class="badge ok"'), page.count('class="badge bad"'),
+            page.count('class="badge na"')) == (6, 2, 2, 2)
+    assert page.count("quick run · claim did not hold") == 4 and page.count("quick run · claim held") == 2
+    assert page.count("Verdict of a quick run") == 3 and "More results" not in page
+
+
+def test_report_help_shows_every_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["report", "--help"])
+    blocks = re.split(r"\n(?=  -)", capsys.readouterr().out.split("options:")[1].strip("\n"))
+    assert len(blocks) == 3 and all("default" in b for b in blocks[1:]), blocks

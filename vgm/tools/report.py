@@ -4,6 +4,10 @@ The page is self-contained — figures are embedded as data URIs, the CSS is inl
 external resource — so it opens from disk, can be mailed or moved, and looks the same offline. It reads only the
 fields that `vgm.experiments.write_results` writes (name, title, claim, command, verdict, held, table, figures,
 notes, and any extra JSON values), so experiments written by anyone appear without changes here.
+
+A --quick run is a smoke test (tiny data, a few steps): its verdict says nothing about the claim, so it is
+badged "quick run" and left out of the held / did-not count. A run is quick when its results say
+"quick": true, or, lacking that field, when its command line has --quick (vgm.experiments.command_line).
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import base64
 import html
 import json
 import math
+import shlex
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,7 +26,7 @@ from ..registry import register_command
 
 # the cards' order first; any other experiment follows, alphabetically
 ORDER = ("ae-vs-vae", "latent-dim", "reparam", "posterior", "elbo-gap", "generate")
-STANDARD = {"name", "title", "claim", "command", "verdict", "held", "table", "figures", "notes"}
+STANDARD = {"name", "title", "claim", "command", "verdict", "held", "table", "figures", "notes", "quick"}
 
 CSS = """
 :root { --fg: #1d232b; --muted: #5d6875; --bg: #f6f7f9; --card: #fff; --line: #e3e7ec; --accent: #2f5fd0;
@@ -45,7 +50,8 @@ h3 { font-size: .95rem; text-transform: uppercase; letter-spacing: .05em; color:
 .badge { display: inline-block; font-size: .75rem; font-weight: 650; padding: .15rem .55rem; border-radius: 999px;
          white-space: nowrap; }
 .badge.ok { color: var(--ok); background: var(--ok-bg); } .badge.bad { color: var(--bad); background: var(--bad-bg); }
-.badge.na { color: var(--na); background: var(--na-bg); }
+.badge.na, .badge.quick { color: var(--na); background: var(--na-bg); }
+.badge.quick { border: 1px dashed var(--na); }
 blockquote.claim { margin: .4rem 0 1rem; padding: .7rem 1rem; border-left: 4px solid var(--accent);
                    background: #f3f6fd; border-radius: 0 6px 6px 0; font-size: 1.05rem; }
 blockquote.claim::before { content: "On the card"; display: block; font-size: .7rem; text-transform: uppercase;
@@ -143,17 +149,42 @@ def embed(path: Path) -> str | None:
     return f"data:{kinds[path.suffix.lower()]};base64,{base64.b64encode(path.read_bytes()).decode()}"
 
 
-def badge(held) -> tuple[str, str]:
-    if held is True:
-        return "ok", "claim held"
-    if held is False:
-        return "bad", "claim did not hold"
-    return "na", "descriptive"
+def is_quick(res: dict) -> bool:
+    """A --quick smoke run: its "quick" field when it has one, else whether its command line has --quick."""
+    if isinstance(res.get("quick"), bool):
+        return res["quick"]
+    command = str(res.get("command") or "")
+    try:
+        return "--quick" in shlex.split(command)
+    except ValueError:                                  # unbalanced quotes: look at the words as they are
+        return "--quick" in command.split()
+
+
+def badge(res: dict) -> tuple[str, str]:
+    """(CSS class, label) of an experiment's result; a quick run's verdict is shown but not as a result."""
+    held = res.get("held")
+    outcome = "claim held" if held is True else "claim did not hold" if held is False else "descriptive"
+    if is_quick(res):
+        return "quick", f"quick run · {outcome}"
+    return {True: "ok", False: "bad"}.get(held, "na"), outcome
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def summary(results: list[dict]) -> str:
+    """The header line: only full runs count as held / did not / descriptive; quick runs are counted apart."""
+    full = [r.get("held") for r in results if not is_quick(r)]
+    quick = len(results) - len(full)
+    line = (f"{plural(len(results), 'experiment')} · {plural(full.count(True), 'claim')} held · "
+            f"{full.count(False)} did not · {sum(h is None for h in full)} descriptive")
+    return line + (f" · {plural(quick, 'quick run')} (smoke tests, not counted)" if quick else "")
 
 
 def section(res: dict) -> str:
     name = str(res["name"])
-    kind, label = badge(res.get("held"))
+    kind, label = badge(res)
     e = lambda k: html.escape(str(res.get(k) or ""))
     parts = [f'<section class="card" id="{html.escape(name)}">',
              f'<h2><a class="anchor" href="#{html.escape(name)}">{e("title") or html.escape(name)}</a>'
@@ -161,7 +192,8 @@ def section(res: dict) -> str:
     if res.get("claim"):
         parts.append(f'<blockquote class="claim">{e("claim")}</blockquote>')
     if res.get("verdict"):
-        parts.append(f'<div class="verdict {kind}"><strong>Verdict</strong>{e("verdict")}</div>')
+        head = "Verdict of a quick run (a smoke test, not evidence)" if kind == "quick" else "Verdict"
+        parts.append(f'<div class="verdict {kind}"><strong>{head}</strong>{e("verdict")}</div>')
     figs = [f for f in res.get("figures") or [] if isinstance(f, str)]
     if figs:
         parts.append("<h3>Figures</h3>")
@@ -194,13 +226,10 @@ def section(res: dict) -> str:
 
 
 def render(results: list[dict], title: str = "vgm: the cards' claims, measured") -> str:
-    held = [r.get("held") for r in results]
-    summary = (f"{len(results)} experiments · {held.count(True)} claims held · {held.count(False)} did not · "
-               f"{sum(h is None for h in held)} descriptive")
     toc = "".join(
         f'<tr><td><a href="#{html.escape(str(r["name"]))}">{html.escape(str(r.get("title") or r["name"]))}</a></td>'
         f'<td>{html.escape(str(r.get("claim") or ""))}</td>'
-        f'<td><span class="badge {badge(r.get("held"))[0]}">{badge(r.get("held"))[1]}</span></td></tr>'
+        f'<td><span class="badge {badge(r)[0]}">{badge(r)[1]}</span></td></tr>'
         for r in results)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>
@@ -213,7 +242,7 @@ def render(results: list[dict], title: str = "vgm: the cards' claims, measured")
 <style>{CSS}</style>
 </head>
 <body>
-<header><div class="inner"><h1>{html.escape(title)}</h1><p>{summary}</p></div></header>
+<header><div class="inner"><h1>{html.escape(title)}</h1><p>{summary(results)}</p></div></header>
 <main>
 <nav class="card"><h3 style="margin-top:0">Contents</h3><div class="scroll"><table>
 <thead><tr><th class="text">Experiment</th><th class="text">Claim</th><th class="text">Result</th></tr></thead>
@@ -246,7 +275,7 @@ def cmd_report(argv: list[str]) -> int:
                                 description="gather every experiment in DIR (DIR/NAME/results.json) into one HTML page")
     p.add_argument("dir", type=Path, help="the --out folder of `vgm experiment`")
     p.add_argument("--out", type=Path, default=None, help="HTML file to write (default: DIR/report.html)")
-    p.add_argument("--seed", type=seed, default=0, help="accepted for uniformity; the report draws nothing at random")
+    p.add_argument("--seed", type=seed, default=0, help="accepted for uniformity; the report draws nothing at random (default: 0)")
     a = p.parse_args(argv)
     path = write_report(a.dir, a.out)
     print(f"wrote {path}")
