@@ -169,7 +169,7 @@ def cmd_train(argv: list[str]) -> int:
 
 
 UNIT_INTERVAL = {"bernoulli": "bernoulli", "continuous-bernoulli": "continuous Bernoulli",
-                 "bce": "binary cross-entropy"}
+                 "logistic": "discretised logistic", "bce": "binary cross-entropy"}
 
 
 def check_support(model, splits, name: str) -> None:

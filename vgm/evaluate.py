@@ -16,6 +16,7 @@ from torch.distributions import Bernoulli, ContinuousBernoulli
 from .data.dequantize import bits_per_dim, dequantize, eval_noise, log_scale
 from .elbo import elbo, log_px
 from .errors import VgmError
+from .models.discretized_logistic import DiscretizedLogistic
 
 ACTIVE_THRESHOLD = 0.01   # a latent unit is active when Var_x E_q[z_d] > 0.01 (Burda et al., 2016)
 
@@ -70,7 +71,7 @@ def _evaluate_latent(model, x: torch.Tensor, iw_samples: int, batch_size: int, p
         out["note"] = ("Bernoulli likelihood on grey levels: recon, elbo and log_px are cross-entropies, not "
                        "log-likelihoods of the data (no bits/dim); binarize (--binarize dynamic) or use the "
                        "continuous Bernoulli for a density")
-    elif not levels and not isinstance(base, Bernoulli) and not deterministic:
+    elif not levels and not isinstance(base, (Bernoulli, DiscretizedLogistic)) and not deterministic:
         kind = "continuous Bernoulli" if isinstance(base, ContinuousBernoulli) else "Gaussian"
         out["note"] = (f"{kind} likelihood on continuous values: log_px is a log density (nats), not the log of "
                        "a probability, so it can be positive and no bits/dim are given (grey-level images: train "
@@ -110,7 +111,7 @@ def _evaluate_latent(model, x: torch.Tensor, iw_samples: int, batch_size: int, p
         out["log_px"] = None
     elif levels:
         out["log_px"] += shift
-    discrete = levels or (isinstance(base, Bernoulli) and binary)
+    discrete = levels or (isinstance(base, Bernoulli) and binary) or isinstance(base, DiscretizedLogistic)
     out["bits_per_dim"] = bits_per_dim(out["log_px"], dims) if out["log_px"] is not None and discrete else None
     out["elbo_gap"] = None if out["log_px"] is None else out["log_px"] - out["elbo"]
     mu = torch.cat(means)

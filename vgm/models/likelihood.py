@@ -1,4 +1,4 @@
-"""Decoder likelihoods p(x|z): Bernoulli on logits, or Gaussian with fixed or learned σ."""
+"""Decoder likelihoods p(x|z): Bernoulli, continuous Bernoulli, Gaussian (fixed or learned σ), discretised logistic."""
 from __future__ import annotations
 
 import math
@@ -6,25 +6,38 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Bernoulli, Distribution, Independent, Normal
+from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Independent, Normal
 
-LIKELIHOODS = ("bernoulli", "gaussian")
+from .discretized_logistic import DiscretizedLogistic
+
+LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian", "logistic")
+PARAMS_PER_VALUE = {"bernoulli": 1, "continuous-bernoulli": 1, "gaussian": 1, "logistic": 2}
+MIN_LOG_SCALE = -7.0   # the discretised logistic's log s is clamped here (as in PixelCNN++): s ≥ 9e-4, a bin is 1/255
 SIGMA_FLOOR = 1e-4   # a learned σ is softplus(raw) + SIGMA_FLOOR: it cannot shrink to 0 and blow up log p(x|z)
 
 
 class Likelihood(nn.Module):
     """Turns decoder outputs into a Distribution over x with event shape = input_shape.
 
-    bernoulli: p(x|z) = Π Bernoulli(x_i; sigmoid(logit_i)), for binary (or [0, 1]) data.
-    gaussian:  p(x|z) = Π Normal(x_i; mean_i, σ²); σ fixed, or one learned σ shared by all values.
+    bernoulli:            Π Bernoulli(x_i; sigmoid(logit_i)): a probability of binary data; on grey levels in
+                          [0, 1] (common practice) it is a cross-entropy, not a normalised density.
+    continuous-bernoulli: Π ContinuousBernoulli(x_i; sigmoid(logit_i)) (Loaiza-Ganem & Cunningham, 2019): the
+                          Bernoulli form normalised into a density on [0, 1].
+    gaussian:             Π Normal(x_i; mean_i, σ²); σ fixed, or one learned σ shared by all values.
+    logistic:             Π DiscretizedLogistic(x_i; μ_i, s_i) over the data's L grey levels (`levels`): a
+                          probability of the discrete values, so −log p / (D ln 2) is bits/dim as papers report.
     A fixed σ is exactly the configured one (taken from the config, not stored with the weights); a learned σ is
     softplus(raw_sigma) + SIGMA_FLOOR, starts at the configured value and never goes below the floor.
     """
 
-    def __init__(self, kind: str, event_dims: int, sigma: float = 0.1, learn_sigma: bool = False):
+    def __init__(self, kind: str, event_dims: int, sigma: float = 0.1, learn_sigma: bool = False, levels: int = 0):
         super().__init__()
         if kind not in LIKELIHOODS:
-            raise ValueError(f"unknown likelihood {kind!r} (choose {' or '.join(LIKELIHOODS)})")
+            raise ValueError(f"unknown likelihood {kind!r} (choose {', '.join(LIKELIHOODS)})")
+        if kind == "logistic" and levels < 2:
+            raise ValueError("the discretised logistic needs data with grey levels (levels >= 2: digits, mnist, "
+                             f"8-bit images), got levels {levels}")
+        self.levels = levels
         if not 0 < sigma < float("inf"):
             raise ValueError(f"sigma must be > 0, got {sigma}")
         if learn_sigma and not sigma > SIGMA_FLOOR:
@@ -46,8 +59,14 @@ class Likelihood(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, params: torch.Tensor) -> Distribution:
+        """params: (..., C·k, H, W) decoder outputs, k = PARAMS_PER_VALUE[kind] (logistic: μ channels, then log s)."""
         if self.kind == "bernoulli":
             base = Bernoulli(logits=params, validate_args=False)  # [0, 1] values allowed, as is common
+        elif self.kind == "continuous-bernoulli":
+            base = ContinuousBernoulli(logits=params, validate_args=False)
+        elif self.kind == "logistic":
+            loc, log_scale = params.chunk(2, dim=-len(params.shape[-self.event_dims:]))
+            base = DiscretizedLogistic(torch.sigmoid(loc), log_scale.clamp(min=MIN_LOG_SCALE), levels=self.levels)
         else:
             sigma = self.sigma
             base = Normal(params, sigma.expand_as(params) if self.learn_sigma else sigma, validate_args=False)

@@ -15,7 +15,7 @@ from torch.distributions import Distribution, Independent, Normal
 from ..base import Model
 from ..data.dequantize import dequantize, log_scale
 from ..elbo import elbo
-from .likelihood import Likelihood
+from .likelihood import LIKELIHOODS, PARAMS_PER_VALUE, Likelihood
 from .nets import Decoder, Encoder
 from ..registry import register_model
 
@@ -26,7 +26,7 @@ class VAEConfig:
     latent_dim: int = 16
     arch: str = field(default="mlp", metadata={"choices": ("mlp", "conv"), "help": "backbone"})
     hidden: tuple[int, ...] = field(default=(512, 256), metadata={"help": "encoder widths; the decoder mirrors them"})
-    likelihood: str = field(default="bernoulli", metadata={"choices": ("bernoulli", "gaussian"), "help": "p(x|z)"})
+    likelihood: str = field(default="bernoulli", metadata={"choices": LIKELIHOODS, "help": "p(x|z)"})
     sigma: float = field(default=0.1, metadata={"help": "gaussian σ (its initial value when learned)"})
     learn_sigma: bool = field(default=False, metadata={"help": "learn one σ shared by all values"})
     beta: float = field(default=1.0, metadata={"help": "weight of the KL term (β-VAE when > 1)"})
@@ -49,12 +49,13 @@ class VAE(Model):
             raise ValueError(f"latent_dim must be >= 1, got {c.latent_dim}")
         if c.beta < 0:
             raise ValueError(f"beta must be >= 0, got {c.beta}")
-        if c.dequantize and (c.likelihood != "gaussian" or c.levels < 2):
-            raise ValueError("dequantize needs a density on [0, 1] (likelihood gaussian) and data with grey "
-                             f"levels (digits, mnist); got likelihood {c.likelihood!r}, levels {c.levels}")
+        if c.dequantize and (c.likelihood not in ("gaussian", "continuous-bernoulli") or c.levels < 2):
+            raise ValueError("dequantize needs a density on [0, 1] (likelihood gaussian or continuous-bernoulli) "
+                             f"and data with grey levels (digits, mnist); got likelihood {c.likelihood!r}, "
+                             f"levels {c.levels}")
         self.encoder = Encoder(c.arch, c.input_shape, c.hidden, 2 * c.latent_dim)
-        self.decoder = Decoder(c.arch, c.input_shape, c.hidden, c.latent_dim)
-        self.likelihood = Likelihood(c.likelihood, len(c.input_shape), c.sigma, c.learn_sigma)
+        self.decoder = Decoder(c.arch, c.input_shape, c.hidden, c.latent_dim, PARAMS_PER_VALUE.get(c.likelihood, 1))
+        self.likelihood = Likelihood(c.likelihood, len(c.input_shape), c.sigma, c.learn_sigma, c.levels)
         self.register_buffer("prior_loc", torch.zeros(c.latent_dim), persistent=False)
         self.register_buffer("prior_scale", torch.ones(c.latent_dim), persistent=False)
 
