@@ -1,5 +1,17 @@
 """Disentanglement metrics: closed forms, ground-truth factors as codes (≈ the most the metric allows),
-independent noise (≈ 0 or chance), and invariance to permuting and rescaling the codes."""
+rotated factors (a known lower value), independent noise (≈ 0 or chance), and invariance.
+
+Invariance to permuting the codes and rescaling each by a positive constant (plus a shift), as each metric is
+defined:
+  MIG      exactly: equal-width bins over each code's own range do not move under a positive affine map;
+  SAP      exactly: the codes are standardised before the one-code classifiers;
+  DCI      in exact arithmetic (trees split on order, not scale), but a tree breaks ties between equally good
+           features by their order, so a permutation moves the scores slightly (< 0.02);
+  β-VAE    in exact arithmetic (the |differences| are standardised); rounding may move a point on the boundary;
+  FactorVAE exactly, as long as pruning keeps the same dimensions: its pruning threshold is on the raw
+           standard deviation (as in disentanglement_lib), so a code scaled small enough is pruned: not invariant.
+Rotations mix factors across codes: none of the metrics is meant to be invariant to them.
+"""
 from __future__ import annotations
 
 import io
@@ -36,11 +48,18 @@ def factors() -> np.ndarray:
     return np.stack([rng.integers(0, s, 4000) for s in SIZES], 1)
 
 
-def shuffle_and_rescale(codes: np.ndarray) -> np.ndarray:
+def permute_and_rescale(codes: np.ndarray) -> np.ndarray:
+    """Codes in another order, each times a positive constant (0.0067 to 148) and shifted."""
     perm = np.random.default_rng(5).permutation(codes.shape[1])
-    scale = np.linspace(-3, 7, codes.shape[1])
-    scale[scale == 0] = 0.5
-    return codes[:, perm] * scale + 11.0
+    assert (perm != np.arange(codes.shape[1])).any()
+    return codes[:, perm] * np.exp(np.linspace(-5, 5, codes.shape[1])) + 11.0
+
+
+def rotation(theta: float) -> np.ndarray:
+    return np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+
+
+ENTANGLE = np.random.default_rng(8).normal(size=(5, 5))     # a code that is not disentangled: z = v W
 
 
 class FactorGrid:
@@ -62,6 +81,8 @@ def test_mig_closed_form():
     assert mig(codes, v) == pytest.approx(1.0, abs=0.01)
     both = np.c_[v[:, 0], v[:, 0], v[:, 1]]                 # coin 0 in two codes: its gap is 0
     assert mig(both, v) == pytest.approx(0.5, abs=0.01)
+    # rotated by 45°: each code is (v0 ± v1)/√2 and holds log(2)/2 about each coin, the same in both -> gap 0
+    assert mig(v @ rotation(np.pi / 4).T, v) == pytest.approx(0.0, abs=0.02)
 
 
 def test_mig_ground_truth_noise_and_invariance(factors):
@@ -73,7 +94,9 @@ def test_mig_ground_truth_noise_and_invariance(factors):
     bound = np.mean([mutual_info_score(disc[:, k], factors[:, k]) / mutual_info_score(factors[:, k], factors[:, k])
                      for k in range(5)])
     assert 0.85 < top < 0.93 and top == pytest.approx(bound, abs=0.02)
-    assert mig(shuffle_and_rescale(z), factors) == pytest.approx(top, abs=1e-12)
+    assert mig(permute_and_rescale(z), factors) == pytest.approx(top, abs=1e-12)
+    mixed = z @ ENTANGLE
+    assert mig(permute_and_rescale(mixed), factors) == pytest.approx(mig(mixed, factors), abs=1e-12)
     assert mig(np.random.default_rng(2).normal(size=(4000, 10)), factors) < 0.02
 
 
@@ -89,8 +112,9 @@ def test_dci_ground_truth_noise_and_invariance(factors):
     z = f.astype(float)
     gt = dci(z, f, model="forest")
     assert gt["disentanglement"] > 0.97 and gt["completeness"] > 0.97 and gt["informativeness"] > 0.9
-    moved = dci(shuffle_and_rescale(z), f, model="forest")
-    assert moved["disentanglement"] == pytest.approx(gt["disentanglement"], abs=0.02)
+    moved = dci(permute_and_rescale(z), f, model="forest")
+    for k in ("disentanglement", "completeness", "informativeness"):
+        assert moved[k] == pytest.approx(gt[k], abs=0.02)
     noise = dci(np.random.default_rng(3).normal(size=(1000, 10)), f, model="forest")
     assert noise["disentanglement"] < 0.1 and noise["informativeness"] < 0.4
 
@@ -111,7 +135,9 @@ def test_sap_ground_truth_noise_and_invariance(factors):
     gt = sap(z, f)
     noise = sap(np.random.default_rng(6).normal(size=(2000, 10)), f)
     assert noise < 0.03 and gt > noise + 0.15
-    assert sap(shuffle_and_rescale(z), f) == pytest.approx(gt, abs=0.01)
+    assert sap(permute_and_rescale(z), f) == pytest.approx(gt, abs=1e-12)
+    mixed = z @ ENTANGLE
+    assert sap(permute_and_rescale(mixed), f) == pytest.approx(sap(mixed, f), abs=1e-12)
 
 
 def test_sampling_scores_on_ground_truth_and_noise():
@@ -128,14 +154,41 @@ def test_sampling_scores_on_ground_truth_and_noise():
 
 def test_sampling_scores_are_invariant_to_permuting_and_rescaling():
     grid, n = FactorGrid(), dict(n_train=200, n_eval=100, batch_size=16)
-    w = np.random.default_rng(8).normal(size=(5, 5))
-    mixed = lambda x: x @ w                                 # a code that is not disentangled
-    moved = lambda x: shuffle_and_rescale(x @ w)
+    mixed = lambda x: x @ ENTANGLE
+    moved = lambda x: permute_and_rescale(x @ ENTANGLE)
     a = factor_vae_score(mixed, grid, n_variance=1000, prune=0.0, **n)
-    b = factor_vae_score(moved, grid, n_variance=1000, prune=0.0, **n)
-    assert a == b and a["eval_accuracy"] < 1.0
-    assert beta_vae_score(lambda x: x @ w, grid, **n)["eval_accuracy"] == pytest.approx(
-        beta_vae_score(lambda x: np.abs(shuffle_and_rescale(x @ w)), grid, **n)["eval_accuracy"], abs=0.05)
+    assert a == factor_vae_score(moved, grid, n_variance=1000, prune=0.0, **n) and a["eval_accuracy"] < 1.0
+    b = beta_vae_score(mixed, grid, **n)["eval_accuracy"]
+    assert b < 1.0 and beta_vae_score(moved, grid, **n)["eval_accuracy"] == pytest.approx(b, abs=1 / 100 + 1e-9)
+    # FactorVAE prunes on the raw standard deviation over the data (>= 0.05): 0.06 is kept, 0.04 is not
+    sd_position = np.sqrt((32 ** 2 - 1) / 12)               # of a uniform index 0..31
+    small = lambda x: x * np.r_[1, 1, 1, 0.06 / sd_position, 0.04 / sd_position]
+    assert factor_vae_score(small, grid, n_variance=1000, **n)["active_dims"] == 4
+
+
+def test_rotated_factors_known_scores():
+    """SAP with R²: codes rotated by θ predict each factor with R² cos²θ and sin²θ, so SAP = |cos 2θ|;
+    DCI: at 45° both codes matter equally to both factors, so D = C = 1 − H₂(½, ½) = 0."""
+    rng = np.random.default_rng(11)
+    f = rng.integers(0, 100, (2000, 2))                     # two independent factors of equal variance
+    for theta in (0.0, np.pi / 6, np.pi / 4):
+        assert sap((f - 49.5) @ rotation(theta).T, f, continuous=True) == pytest.approx(
+            abs(np.cos(2 * theta)), abs=0.03)
+    straight, turned = (dci((f - 49.5) @ rotation(t).T, f, model="forest") for t in (0.0, np.pi / 4))
+    assert straight["disentanglement"] > 0.95 and straight["completeness"] > 0.95
+    assert turned["disentanglement"] < 0.02 and turned["completeness"] < 0.02
+
+
+def test_sampling_scores_of_a_rotated_pair():
+    """pos_x and pos_y (both 32 values) rotated by 45° into two codes: holding either fixed shrinks both
+    codes alike, so the β-VAE classifier cannot tell the two apart and FactorVAE's votes split evenly
+    between the two codes: half of those votes are right, the other 3 factors all: (3 + 2·½) / 5 = 0.8."""
+    grid, n = FactorGrid(), dict(n_train=300, n_eval=200, batch_size=32)
+    m = np.eye(5)
+    m[3:, 3:] = rotation(np.pi / 4)
+    turned = lambda x: x @ m.T
+    assert beta_vae_score(turned, grid, **n)["eval_accuracy"] == pytest.approx(0.8, abs=0.07)
+    assert factor_vae_score(turned, grid, n_variance=2000, **n)["eval_accuracy"] == pytest.approx(0.8, abs=0.07)
 
 
 def test_factor_vae_score_on_rendered_dsprites():
