@@ -1,0 +1,173 @@
+"""Image splits read from disk on demand: data larger than memory, with RAM bounded whatever their size.
+
+A StreamedImages is a view of some rows of a uint8 (N, C, H, W) .npy file; indexing it reads just those rows
+(os.preadv, no memory map, so the pages read never count toward this process's resident memory) and gives float32
+values in [0, 1], the same numbers the in-memory path holds (k / 255 in float32). `loader` iterates a split in
+batches, optionally shuffled by a torch.Generator, with torch.utils.data.DataLoader workers decoding ahead.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+def npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
+    """(shape, dtype, fortran_order, byte offset of the data) of a .npy file; maps it without reading the data."""
+    m = np.load(path, mmap_mode="r", allow_pickle=False)
+    layout = tuple(m.shape), m.dtype, bool(m.flags.f_contiguous and not m.flags.c_contiguous), int(m.offset)
+    del m                                       # unmapped at once (no other reference)
+    return layout
+
+
+class StreamedImages:
+    """Rows `rows` of a uint8 (N, C, H, W) .npy file; x[i] -> float32 (C, H, W), x[batch] -> (n, C, H, W) in [0, 1].
+
+    Safe to share with forked or spawned DataLoader workers: each process opens the file for itself.
+    """
+
+    dtype = torch.float32
+
+    def __init__(self, path: str | Path, rows: np.ndarray | None = None, item_shape: tuple[int, ...] | None = None):
+        """path: a C-ordered uint8 .npy file of N rows; item_shape (C, H, W) when its own shape is not (N, C, H, W)
+        but holds the same bytes per row (e.g. (N, H, W) grey images)."""
+        self._fd, self._pid = None, None
+        self.path = Path(path)
+        shape, dtype, fortran, self.offset = npy_layout(self.path)
+        item = tuple(item_shape or shape[1:])
+        if dtype != np.uint8 or fortran or len(item) != 3 or int(np.prod(shape[1:])) != int(np.prod(item)):
+            raise ValueError(f"{path}: expected a C-ordered uint8 array of rows {item}, got {dtype} {shape}")
+        self.item_shape, self.row_bytes = item, int(np.prod(item))
+        self.rows = np.arange(shape[0], dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+        if len(self.rows) and (self.rows.min() < 0 or self.rows.max() >= shape[0]):
+            raise ValueError(f"{path}: rows outside 0..{shape[0] - 1}")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.rows), *self.item_shape)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __repr__(self) -> str:
+        return f"StreamedImages({str(self.path)!r}, shape={self.shape})"
+
+    def subset(self, idx) -> "StreamedImages":
+        """The rows idx (any numpy index) of this split, still on disk."""
+        out = StreamedImages.__new__(StreamedImages)
+        out.__dict__.update(self.__dict__, rows=self.rows[idx], _fd=None, _pid=None)
+        return out
+
+    def _file(self) -> int:
+        if self._pid != os.getpid():           # a fresh descriptor in each process (workers, after fork)
+            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+        return self._fd
+
+    def read(self, idx) -> np.ndarray:
+        """The uint8 rows for idx (int, slice, list, array or tensor of positions), shape (n, C, H, W)."""
+        if isinstance(idx, torch.Tensor):
+            idx = idx.numpy()
+        rows = self.rows[idx]
+        rows = np.atleast_1d(rows)
+        out = np.empty((len(rows), *self.item_shape), dtype=np.uint8)
+        fd, flat = self._file(), out.reshape(len(rows), -1)
+        for i, r in enumerate(rows.tolist()):
+            want, got = self.row_bytes, 0
+            while got < want:                   # preadv may return short reads; never on a regular file in practice
+                n = os.preadv(fd, [memoryview(flat[i, got:])], self.offset + r * self.row_bytes + got)
+                if n == 0:
+                    raise OSError(f"{self.path} is truncated (row {r})")
+                got += n
+        return out
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        x = torch.from_numpy(self.read(idx)).float().div_(255)
+        return x[0] if np.ndim(self.rows[idx.numpy() if isinstance(idx, torch.Tensor) else idx]) == 0 else x
+
+    def to(self, device) -> "StreamedImages":
+        """Stays on disk: batches go to the device as they are read (see `loader`)."""
+        return self
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_fd": None, "_pid": None}
+
+    def __del__(self):
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+
+
+class _BatchReader(Dataset):
+    """One item = one whole batch of rows (read in one call), as uint8; converted to float after transfer."""
+
+    def __init__(self, images: StreamedImages):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.images.read(idx))
+
+
+class _Order:
+    """Batches of positions for one epoch: a fresh permutation from `generator` at each pass, else in order."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator | None, drop_last: bool):
+        self.n, self.batch_size, self.generator, self.drop_last = n, batch_size, generator, drop_last
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        perm = torch.randperm(self.n, generator=self.generator) if self.generator is not None else torch.arange(self.n)
+        for i in range(0, self.n, self.batch_size):
+            b = perm[i:i + self.batch_size]
+            if len(b) == self.batch_size or not self.drop_last:
+                yield b
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.n, self.batch_size)
+        return full + (rest > 0 and not self.drop_last)
+
+
+class Loader:
+    """Iterates a split in batches of float32 in [0, 1]; each pass over it is one epoch (reshuffled when shuffling).
+
+    Streamed splits are read by `workers` DataLoader processes (0: in this process) a few batches ahead and moved
+    to `device` as uint8 (a quarter of the bytes) before the conversion to float; tensors in memory are sliced.
+    """
+
+    def __init__(self, split: StreamedImages | torch.Tensor, batch_size: int, generator: torch.Generator | None = None,
+                 workers: int = 0, pin_memory: bool = False, drop_last: bool = False,
+                 device: str | torch.device | None = None):
+        if batch_size < 1 or workers < 0:
+            raise ValueError(f"batch_size must be >= 1 and workers >= 0, got {batch_size}, {workers}")
+        self.split, self.device = split, None if device is None else torch.device(device)
+        self.order = _Order(len(split), batch_size, generator, drop_last)
+        self.data = None
+        if isinstance(split, StreamedImages):
+            self.data = DataLoader(_BatchReader(split), batch_size=None, sampler=self.order, num_workers=workers,
+                                   pin_memory=pin_memory, persistent_workers=workers > 0,
+                                   prefetch_factor=4 if workers > 0 else None)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        if self.data is None:
+            for b in self.order:
+                x = self.split[b]
+                yield x if self.device is None else x.to(self.device, non_blocking=True)
+            return
+        for u8 in self.data:
+            if self.device is not None:
+                u8 = u8.to(self.device, non_blocking=True)
+            yield u8.float().div_(255)
+
+
+def loader(split: StreamedImages | torch.Tensor, batch_size: int, generator: torch.Generator | None = None,
+           workers: int = 0, pin_memory: bool = False, drop_last: bool = False,
+           device: str | torch.device | None = None) -> Loader:
+    """Batches of `split` (streamed or in memory), shuffled each epoch by `generator` when given; see Loader."""
+    return Loader(split, batch_size, generator, workers, pin_memory, drop_last, device)
