@@ -497,6 +497,7 @@ def test_cli_train_evaluate_sample_interpolate(tmp_path, names):
     assert all(s in r.stdout for s in samples)
     assert (tmp_path / "s" / "samples.png").stat().st_size > 0
     interp = (tmp_path / "s" / "interpolation.txt").read_text().splitlines()
-    assert len(interp) == 4 and (tmp_path / "s" / "interpolation.png").is_file()
+    assert len(interp) == 4 + 2 and (tmp_path / "s" / "interpolation.png").is_file()   # a, 4 points, b
+    assert interp[0].split()[:2] == ["a", "anna"] and interp[-1].split()[:2] == ["b", "bob"]
     assert (tmp_path / "v" / "samples.png").stat().st_size > 0
     assert "vgm: error: " in r.stderr and "no single latent code" in r.stderr

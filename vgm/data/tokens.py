@@ -33,3 +33,16 @@ def encode_text(lines: list[str], alphabet: str, width: int | None = None) -> to
         ids = [index.get(c, UNK) for c in s[:width - 1]] + [EOS]
         out[i, :len(ids)] = ids
     return torch.from_numpy(out)
+
+
+def encode_known(text: str, alphabet: str) -> tuple[torch.Tensor, str]:
+    """One string typed by a user -> ((1, len + 1) tokens, the string encoded). Upper case is folded to lower
+    when the alphabet has no capitals; a character still outside the alphabet is a ValueError naming it (the
+    models give UNK probability 0, so it is never encoded silently)."""
+    if not any(c.isupper() for c in alphabet):
+        text = text.lower()
+    missing = sorted(set(text) - set(alphabet))
+    if missing:
+        raise ValueError(f"character{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} "
+                         f"not in the model's alphabet {alphabet!r}")
+    return encode_text([text], alphabet), text

@@ -254,7 +254,8 @@ def series_figure(path: Path, panels: list[tuple[str, list[tuple[torch.Tensor, s
     n = len(panels)
     cols = min(n, 4 if n <= 16 else 8)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 1.8 * rows + 0.4), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 1.8 * rows + 0.4), squeeze=False, sharey=True,
+                             layout="constrained")
     for ax in axes.flat[n:]:
         ax.axis("off")
     for ax, (name, curves) in zip(axes.flat, panels):
