@@ -10,6 +10,10 @@ from .betavae import BetaVAE, BetaVAEConfig
 from .tcvae import TCVAE, TCVAEConfig
 from .seqvae import SeqVAE, SeqVAEConfig
 from .vrnn import VRNN, VRNNConfig
+from .iwae import IWAE, IWAEConfig
+from .vamp import Vamp, VampConfig
+from .iaf import IAF, IAFConfig
+from .hvae import HVAE2, HVAE2Config
 
 __all__ = ["AE", "AEConfig", "PointMass", "VAE", "VAEConfig", "BetaVAE", "BetaVAEConfig", "TCVAE", "TCVAEConfig",
            "SeqVAE", "SeqVAEConfig", "VRNN", "VRNNConfig"]

@@ -3,10 +3,12 @@
     q(z|x) = Normal(μ(x), diag σ(x)²),   p(z) = Normal(0, I),   p(x|z) = decoder likelihood
     z = μ + ε ⊙ σ,  ε ~ N(0, I)          (reparameterisation, via rsample)
     loss = −E_q[log p(x|z)] + β · KL(q(z|x) ‖ p(z))     (= −ELBO when β = 1), KL in closed form.
+With --prior flow, p(z) is a learned MAF or NSF (vgm.models.flow_prior) and the KL its one-sample estimate.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +17,7 @@ from torch.distributions import Distribution, Independent, Normal
 from ..base import Model
 from ..data.dequantize import dequantize, log_scale
 from ..elbo import elbo
+from .flow_prior import FLOW_PRIORS, flow_prior
 from .likelihood import LIKELIHOODS, PARAMS_PER_VALUE, Likelihood
 from .nets import Decoder, Encoder
 from ..registry import register_model
@@ -33,6 +36,11 @@ class VAEConfig:
     levels: int = field(default=0, metadata={"help": "grey levels of the data; set from the dataset (0: continuous)"})
     dequantize: bool = field(default=False, metadata={"help": "model y = (k + u)/L with a gaussian likelihood, "
                                                       "scored on the discrete scale, comparable with flows"})
+    prior: str = field(default="standard", metadata={"choices": ("standard", "flow"), "help": "p(z): Normal(0, I), "
+                                                     "or a flow on it learned with the model"})
+    prior_flow: str = field(default="maf", metadata={"choices": FLOW_PRIORS, "help": "the flow of --prior flow"})
+    prior_depth: int = field(default=4, metadata={"help": "layers of the flow prior"})
+    prior_hidden: int = field(default=64, metadata={"help": "hidden units of the flow prior's networks"})
 
 
 @register_model("vae")
@@ -40,10 +48,13 @@ class VAE(Model):
     """Gaussian-posterior VAE with an MLP or convolutional backbone."""
 
     Config = VAEConfig
+    priors: ClassVar[tuple[str, ...]] = ("standard", "flow")   # the values of config.prior this model takes
 
     def __init__(self, config: VAEConfig | None = None, **kwargs):
         super().__init__(config, **kwargs)
         c = self.config
+        if c.prior not in self.priors:
+            raise ValueError(f"{self.kind} takes prior {' or '.join(self.priors)}, got {c.prior!r}")
         c.input_shape, c.hidden = tuple(c.input_shape), tuple(c.hidden)
         if c.latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {c.latent_dim}")
@@ -58,10 +69,23 @@ class VAE(Model):
         self.likelihood = Likelihood(c.likelihood, len(c.input_shape), c.sigma, c.learn_sigma, c.levels)
         self.register_buffer("prior_loc", torch.zeros(c.latent_dim), persistent=False)
         self.register_buffer("prior_scale", torch.ones(c.latent_dim), persistent=False)
+        self.prior_flow = (flow_prior(c.prior_flow, c.latent_dim, c.prior_depth, c.prior_hidden)
+                           if c.prior == "flow" else None)
 
     @property
     def prior(self) -> Distribution:
+        if self.prior_flow is not None:
+            return self.prior_flow
         return Independent(Normal(self.prior_loc, self.prior_scale, validate_args=False), 1)
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
+        """n draws z ~ prior decoded to the mean of p(x|z); under a flow prior, T scales the base draws
+        (z = f⁻¹(T·ε), as flows sample), a Gaussian prior's spread as in Model.sample."""
+        if self.prior_flow is None:
+            return super().sample(n, temperature)
+        z = self.prior_flow.inverse(temperature * self.prior_flow.base.sample((n,)))[0]
+        return self.decode(z).mean
 
     def encode(self, x: torch.Tensor) -> Distribution:
         mu, s = self.encoder(x).chunk(2, dim=-1)
