@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import vgm
-from vgm.data import load, loader, reload, unstandardize
+from vgm.data import load, loader, reload, streamed, unstandardize
 from vgm.data.source import parse_size
 from vgm.errors import VgmError
 from vgm.models.discretized_logistic import DiscretizedLogistic
@@ -244,7 +244,7 @@ def test_sixteen_bit_and_palette_images(tmp_path):
     assert b[0].tolist() == [10, 10, 90, 90]
 
 
-def test_streamed_cache_equals_memory_and_loader_covers_each_example(tmp_path, capsys):
+def test_streamed_cache_equals_memory_and_loader_covers_each_example(tmp_path, capsys, monkeypatch):
     root = tmp_path / "f"
     rng = np.random.default_rng(1)
     for i in range(50):
@@ -258,6 +258,9 @@ def test_streamed_cache_equals_memory_and_loader_covers_each_example(tmp_path, c
         d, m = getattr(disk, split), getattr(mem, split)
         assert torch.equal(d[torch.arange(len(d))], m) and torch.equal(d[3], m[3]) and torch.equal(d[2:5], m[2:5])
         assert torch.equal(getattr(disk, split + "_labels"), getattr(mem, split + "_labels"))
+    monkeypatch.setattr(streamed, "HAVE_PREADV", False)                     # the seek + readinto path
+    assert torch.equal(disk.train[torch.arange(len(disk.train))], mem.train)
+    monkeypatch.undo()
     assert "decoding 50 images" in capsys.readouterr().err
     entries = sorted(cache.iterdir())
     assert len(entries) == 1

@@ -1,7 +1,7 @@
 """Image splits read from disk on demand: data larger than memory, with RAM bounded whatever their size.
 
 A StreamedImages is a view of some rows of a uint8 (N, C, H, W) .npy file; indexing it reads just those rows
-(os.preadv, no memory map, so the pages read never count toward this process's resident memory) and gives float32
+(plain reads, no memory map, so the pages read never count toward this process's resident memory) and gives float32
 values in [0, 1], the same numbers the in-memory path holds (k / 255 in float32). `loader` iterates a split in
 batches, optionally shuffled by a torch.Generator, with torch.utils.data.DataLoader workers decoding ahead.
 """
@@ -14,6 +14,8 @@ from typing import Iterator
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+HAVE_PREADV = hasattr(os, "preadv")           # Linux, BSD; elsewhere seek + readinto on the process's own file
 
 
 def npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
@@ -35,7 +37,7 @@ class StreamedImages:
     def __init__(self, path: str | Path, rows: np.ndarray | None = None, item_shape: tuple[int, ...] | None = None):
         """path: a C-ordered uint8 .npy file of N rows; item_shape (C, H, W) when its own shape is not (N, C, H, W)
         but holds the same bytes per row (e.g. (N, H, W) grey images)."""
-        self._fd, self._pid = None, None
+        self._handle, self._pid = None, None
         self.path = Path(path)
         shape, dtype, fortran, self.offset = npy_layout(self.path)
         item = tuple(item_shape or shape[1:])
@@ -59,29 +61,28 @@ class StreamedImages:
     def subset(self, idx) -> "StreamedImages":
         """The rows idx (any numpy index) of this split, still on disk."""
         out = StreamedImages.__new__(StreamedImages)
-        out.__dict__.update(self.__dict__, rows=self.rows[idx], _fd=None, _pid=None)
+        out.__dict__.update(self.__dict__, rows=self.rows[idx], _handle=None, _pid=None)
         return out
 
-    def _file(self) -> int:
-        if self._pid != os.getpid():           # a fresh descriptor in each process (workers, after fork)
-            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
-        return self._fd
+    def _file(self):
+        if self._pid != os.getpid():           # a file of its own in each process (workers, after fork)
+            self._handle, self._pid = open(self.path, "rb", buffering=0), os.getpid()
+        return self._handle
 
     def read(self, idx) -> np.ndarray:
         """The uint8 rows for idx (int, slice, list, array or tensor of positions), shape (n, C, H, W)."""
         if isinstance(idx, torch.Tensor):
             idx = idx.numpy()
-        rows = self.rows[idx]
-        rows = np.atleast_1d(rows)
+        rows = np.atleast_1d(self.rows[idx])
         out = np.empty((len(rows), *self.item_shape), dtype=np.uint8)
-        fd, flat = self._file(), out.reshape(len(rows), -1)
+        f, flat = self._file(), out.reshape(len(rows), -1)
         for i, r in enumerate(rows.tolist()):
-            want, got = self.row_bytes, 0
-            while got < want:                   # preadv may return short reads; never on a regular file in practice
-                n = os.preadv(fd, [memoryview(flat[i, got:])], self.offset + r * self.row_bytes + got)
-                if n == 0:
+            view, at = memoryview(flat[i]), self.offset + r * self.row_bytes
+            while len(view):                    # short reads: never on a regular file in practice
+                n = os.preadv(f.fileno(), [view], at) if HAVE_PREADV else (f.seek(at), f.readinto(view))[1]
+                if not n:
                     raise OSError(f"{self.path} is truncated (row {r})")
-                got += n
+                view, at = view[n:], at + n
         return out
 
     def __getitem__(self, idx) -> torch.Tensor:
@@ -93,11 +94,11 @@ class StreamedImages:
         return self
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_fd": None, "_pid": None}
+        return {**self.__dict__, "_handle": None, "_pid": None}
 
     def __del__(self):
-        if self._fd is not None and self._pid == os.getpid():
-            os.close(self._fd)
+        if self._handle is not None and self._pid == os.getpid():
+            self._handle.close()
 
 
 class _BatchReader(Dataset):
