@@ -5,6 +5,8 @@ inputs 1..D, hidden units cycle through 1..D−1, a hidden unit of degree k sees
 of degree i sees hidden units of degree < i.
 MAF (data → noise):  z_i = (x_i − μ_i(x_<i)) · exp(−α_i(x_<i)),   log|det ∂z/∂x| = −Σ_i α_i
 one parallel pass for the density; the inverse x_i = z_i exp(α_i) + μ_i needs D sequential passes.
+Conditional MADE (context_features > 0): the context enters every first-layer hidden unit through an unmasked
+linear map, so output i depends on x_<i and the context, and each p(x | c) stays autoregressive.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .coupling import SCALE_CLAMP
+from .coupling import SCALE_CLAMP, context_layer, run_conditioner
 from .flow import Transform
 
 
@@ -26,9 +28,9 @@ class MaskedLinear(nn.Linear):
 
 
 class MADE(nn.Module):
-    """x (N, D) -> (N, D, P): P outputs per value, output (i, ·) a function of x_<i only."""
+    """x (N, D) -> (N, D, P): P outputs per value, output (i, ·) a function of x_<i (and the context) only."""
 
-    def __init__(self, features: int, hidden: int, params: int = 2, layers: int = 2):
+    def __init__(self, features: int, hidden: int, params: int = 2, layers: int = 2, context_features: int = 0):
         super().__init__()
         self.features, self.params = features, params
         d_in = torch.arange(1, features + 1)
@@ -46,31 +48,34 @@ class MADE(nn.Module):
         nn.init.zeros_(last.weight)          # start as the identity transform
         nn.init.zeros_(last.bias)
         self.net = nn.Sequential(*mods, last)
+        self.context = context_layer(context_features, hidden)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).reshape(x.shape[0], self.features, self.params)
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        return run_conditioner(self.net, 1, self.context, x, context).reshape(x.shape[0], self.features, self.params)
 
 
 class MaskedAffineAutoregressive(Transform):
     """One MAF layer on (N, D) (or images, flattened); α soft-clamped to (−3, 3)."""
 
-    def __init__(self, features: int, hidden: int):
-        super().__init__()
-        self.made = MADE(features, hidden, params=2)
+    takes_context = True
 
-    def shift_log_scale(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        p = self.made(x)
+    def __init__(self, features: int, hidden: int, context_features: int = 0):
+        super().__init__()
+        self.made = MADE(features, hidden, params=2, context_features=context_features)
+
+    def shift_log_scale(self, x: torch.Tensor, context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self.made(x, context)
         return p[..., 0], SCALE_CLAMP * torch.tanh(p[..., 1] / SCALE_CLAMP)
 
-    def forward(self, x):
+    def forward(self, x, context=None):
         xf = x.reshape(x.shape[0], -1)                  # images are flattened in raster order
-        mu, alpha = self.shift_log_scale(xf)
+        mu, alpha = self.shift_log_scale(xf, context)
         return ((xf - mu) * torch.exp(-alpha)).reshape(x.shape), -alpha.sum(1)
 
-    def inverse(self, z):
+    def inverse(self, z, context=None):
         zf = z.reshape(z.shape[0], -1)
         x = torch.zeros_like(zf)
         for _ in range(zf.shape[1]):                    # after pass i, x_1..x_i are final
-            mu, alpha = self.shift_log_scale(x)
+            mu, alpha = self.shift_log_scale(x, context)
             x = zf * torch.exp(alpha) + mu
         return x.reshape(z.shape), alpha.sum(1)

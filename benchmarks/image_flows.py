@@ -1,0 +1,143 @@
+"""Image flows on mnist10k in a budget of training CPU time: test bits/dim, training and sampling throughput, and
+samples at temperatures 0.5 / 0.7 / 1.0 (beside a VAE's, from a run folder).
+
+    OMP_NUM_THREADS=1 python benchmarks/image_flows.py --data-dir ../shared/data/mnist10k --minutes 10
+    OMP_NUM_THREADS=1 python benchmarks/image_flows.py --flows glow --minutes 10 --figure docs/glow_samples.png \\
+        --vae-run runs/vae-mnist
+
+Each flow trains with Adam (lr 1e-3, batches of 128, the model's data-dependent ActNorm init on the first batch)
+until `--minutes` of process CPU time (time.process_time, all threads together, training steps only) are spent;
+the validation split is scored after every epoch and at the end (outside the budget), and the best of those
+weights are scored by vgm.evaluate on the whole mnist10k test split (2,000 images), with the fixed dequantization
+noise of `vgm evaluate`. CPU time, not wall-clock time, so that other jobs on a shared machine do not shrink the
+budget. Sampling throughput: images per second (wall and CPU) of model.sample(64). Prints a table row per flow,
+then the JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import torch
+
+import vgm
+
+FLOWS = {
+    "glow": ("glow", dict(levels_l=2, steps_k=8, width=64)),
+    "realnvp-ms": ("realnvp", dict(multiscale=True, scales=3, hidden=64)),
+}
+TEMPERATURES = (0.5, 0.7, 1.0)
+
+
+def train_in_budget(model, data, budget_s: float, batch_size: int, lr: float, seed: int) -> dict:
+    """Adam on model.loss until budget_s CPU seconds of training steps; the best validation weights are kept."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    seen, steps, train_s, wall0, epoch = 0, 0, 0.0, time.perf_counter(), 0
+    best, best_epoch, best_state, curve = -math.inf, 0, None, []
+    while train_s < budget_s:
+        model.train()
+        xs = data.train[torch.randperm(len(data.train), generator=gen)]
+        for xb in xs.split(batch_size):
+            t0 = time.process_time()
+            loss = model.loss(xb)["loss"].mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            train_s += time.process_time() - t0
+            seen, steps = seen + len(xb), steps + 1
+            if train_s >= budget_s:
+                break
+        epoch += 1
+        val = vgm.evaluate(model, data.val, batch_size=500)["bits_per_dim"]
+        curve.append((round(seen / len(data.train), 2), round(train_s, 1), round(val, 4)))
+        print(f"  epoch {seen / len(data.train):6.2f}  {train_s:7.1f} CPU-s  val {val:.4f} bits/dim", flush=True)
+        if not math.isfinite(val):
+            break
+        if -val > best:
+            best, best_epoch = -val, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    return {"train_cpu_s": round(train_s, 1), "train_wall_s": round(time.perf_counter() - wall0, 1), "steps": steps,
+            "epochs": round(seen / len(data.train), 2), "best_epoch": best_epoch,
+            "train_images_per_cpu_s": round(seen / train_s, 1), "val_curve": curve}
+
+
+@torch.no_grad()
+def sampling_speed(model, n: int = 64) -> dict:
+    model.eval()
+    model.sample(2)                                           # warm-up
+    c0, w0 = time.process_time(), time.perf_counter()
+    model.sample(n)
+    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    return {"sample_images_per_s": round(n / wall, 1), "sample_images_per_cpu_s": round(n / cpu, 1)}
+
+
+def save_figure(path: str, rows: list[tuple[str, object]], seed: int) -> None:
+    """One row per model, one 8x8 grid per temperature."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from vgm.plots import grid
+
+    fig, axes = plt.subplots(len(rows), len(TEMPERATURES), figsize=(3.2 * len(TEMPERATURES), 3.4 * len(rows)),
+                             squeeze=False, layout="tight")
+    for r, (name, model) in enumerate(rows):
+        for j, t in enumerate(TEMPERATURES):
+            torch.manual_seed(seed)
+            x = model.sample(64, temperature=t).clamp(0, 1)
+            axes[r, j].imshow(grid(x, 8), cmap="gray", vmin=0, vmax=1)
+            axes[r, j].set_title(f"{name}, T = {t}", fontsize=9)
+            axes[r, j].axis("off")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default="../shared/data/mnist10k")
+    p.add_argument("--minutes", type=float, default=10.0, help="training CPU minutes per flow")
+    p.add_argument("--flows", default="glow", help="comma-separated subset of " + ",".join(FLOWS))
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a config field of every flow (e.g. --set width=32)")
+    p.add_argument("--save-dir", help="save each trained flow as a run folder DIR/NAME (vgm.load reads it)")
+    p.add_argument("--figure", help="write samples at T = 0.5 / 0.7 / 1.0 of each flow (and the VAE) here")
+    p.add_argument("--vae-run", help="a trained VAE run folder whose samples go beside the flows' in the figure")
+    a = p.parse_args()
+    data = vgm.load_data("mnist", a.data_dir)
+    print(f"MNIST {tuple(data.train.shape)} train, {len(data.val)} val, {len(data.test)} test, "
+          f"{data.meta['levels']} grey levels, {torch.get_num_threads()} threads, {a.minutes:g} CPU-minutes per flow")
+    overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in a.set)}
+    rows, trained = [], []
+    for name in a.flows.split(","):
+        kind, cfg = FLOWS[name]
+        cfg = {**cfg, **overrides}
+        torch.manual_seed(a.seed)
+        model = vgm.MODELS[kind](input_shape=data.shape, levels=data.meta["levels"], **cfg)
+        print(f"{name}: {kind} {cfg}", flush=True)
+        row = {"flow": name, "kind": kind, "config": cfg, "params": sum(q.numel() for q in model.parameters()),
+               **train_in_budget(model, data, 60 * a.minutes, a.batch_size, a.lr, a.seed)}
+        res = vgm.evaluate(model, data.test, batch_size=500)
+        row.update(test_log_px=round(res["log_px"], 2), test_bits_per_dim=round(res["bits_per_dim"], 4),
+                   **sampling_speed(model))
+        rows.append(row)
+        trained.append((name, model))
+        if a.save_dir:
+            model.save(f"{a.save_dir}/{name}")
+        print(f"{name:11s} {row['params']:>9,} params  {row['train_images_per_cpu_s']:7.1f} train img/CPU-s  "
+              f"{row['sample_images_per_s']:7.1f} sampled img/s  {row['epochs']:6.2f} epochs (best {row['best_epoch']})"
+              f"  test {row['test_bits_per_dim']:.4f} bits/dim", flush=True)
+    if a.figure:
+        if a.vae_run:
+            trained.append(("vae", vgm.load(a.vae_run).eval()))
+        save_figure(a.figure, trained, a.seed)
+    print(json.dumps({"cpu_minutes": a.minutes, "threads": torch.get_num_threads(), "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
