@@ -16,4 +16,5 @@ from .iaf import IAF, IAFConfig
 from .hvae import HVAE2, HVAE2Config
 
 __all__ = ["AE", "AEConfig", "PointMass", "VAE", "VAEConfig", "BetaVAE", "BetaVAEConfig", "TCVAE", "TCVAEConfig",
-           "SeqVAE", "SeqVAEConfig", "VRNN", "VRNNConfig"]
+           "SeqVAE", "SeqVAEConfig", "VRNN", "VRNNConfig", "IWAE", "IWAEConfig", "Vamp", "VampConfig", "IAF",
+           "IAFConfig", "HVAE2", "HVAE2Config"]

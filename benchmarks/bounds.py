@@ -1,0 +1,218 @@
+"""The reproduction table of docs/bounds.md: tighter bounds and richer posteriors / priors against the plain VAE,
+and the signal-to-noise ratio of the encoder's gradient against K (standard IWAE estimator vs DReG).
+
+Every model gets the same budget: the IWAE paper's 1-layer MLP sizes (784-200-200-50; hvae2 their 2-layer
+100-100-100 / 50-50-50), dynamic binarisation, `--epochs` epochs of Adam (batch 128, lr 1e-3) with the
+validation-selected epoch kept (vgm train), then the test log p(x) by `vgm evaluate --iw-samples K`, and the
+same estimate on the first --train-examples training digits (overfitting: train vs test). Runs already in
+--out are reused (delete a run folder to retrain it).
+
+    python benchmarks/bounds.py --data-dir ../shared/data/mnist10k --epochs 50 --iw-samples 5000
+    python benchmarks/bounds.py --models vae,iwae50 --epochs 5 --iw-samples 100      # a quick look
+    python benchmarks/bounds.py --snr-only --out runs/bounds                          # the figure alone
+
+Writes OUT/results.json, prints a markdown table, and draws OUT/snr.png (the figure of docs/bounds.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+# name -> (vgm model, options, the paper's NLL on full MNIST, the paper's baseline NLL, source)
+MLP = ["--hidden", "200,200", "--latent-dim", "50"]
+MODELS = {
+    "vae":         ("vae", MLP, 86.76, 86.76, "Burda et al. 2016, Table 1, 1 layer, VAE k=1"),
+    "iwae5":       ("iwae", MLP + ["--k", "5"], 85.54, 86.76, "Burda et al. 2016, Table 1, IWAE k=5"),
+    "iwae50":      ("iwae", MLP + ["--k", "50"], 84.78, 86.76, "Burda et al. 2016, Table 1, IWAE k=50"),
+    "iwae50-dreg": ("iwae", MLP + ["--k", "50", "--estimator", "dreg"], None, None, "Tucker et al. 2019 (figures only)"),
+    "miwae8x8":    ("iwae", MLP + ["--m", "8", "--k", "8"], 84.97, None,
+                    "Rainforth et al. 2018 (Pythae's reproduction: 85.09)"),
+    "vamp":        ("vamp", MLP + ["--pseudo-inputs", "500"], 85.57, 88.56,
+                    "Tomczak & Welling 2018, Table 2, VAE L=1 (Pythae: 85.79)"),
+    "iaf":         ("iaf", MLP, None, None, "Kingma et al. 2016 report only convolutional models on MNIST"),
+    "vae-flow":    ("vae", MLP + ["--prior", "flow"], None, None, "no paper number for this architecture"),
+    "hvae2":       ("hvae2", [], 85.33, 86.76, "Burda et al. 2016, Table 1, 2 layers, VAE k=1"),
+    "hvae2-iw50":  ("hvae2", ["--k", "50"], 82.90, 86.76, "Burda et al. 2016, Table 1, 2 layers, IWAE k=50"),
+}
+SNR_K = (1, 3, 10, 30, 100, 300, 1000)
+
+
+def vgm_command(*args: str, threads: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    r = subprocess.run([sys.executable, "-m", "vgm", *args], env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"vgm {' '.join(args)} failed:\n{r.stderr}")
+    return r
+
+
+def finished(run: Path, epochs: int) -> bool:
+    metrics = run / "metrics.jsonl"
+    return (run / "model.json").exists() and metrics.exists() and len(metrics.read_text().splitlines()) >= epochs
+
+
+def train_and_evaluate(name: str, a: argparse.Namespace) -> dict:
+    """Train one model (or reuse its finished run), then score it on test (CLI) and on a training subset (API)."""
+    import vgm
+    from vgm.run import checked_split, run_data
+    from vgm.train import selection_score
+    kind, options, paper, paper_base, source = MODELS[name]
+    run = a.out / name
+    row = {"model": name, "kind": kind, "options": " ".join(options), "paper_nll": paper,
+           "paper_baseline_nll": paper_base, "source": source}
+    train_args = ["train", kind, *options, "--data", "mnist", "--data-dir", str(a.data_dir), "--binarize", "dynamic",
+                  "--epochs", str(a.epochs), "--seed", str(a.seed), "--out", str(run), "--quiet"]
+    row["train_command"] = "vgm " + " ".join(train_args)
+    if not finished(run, a.epochs):
+        t0 = time.perf_counter()
+        vgm_command(*train_args, "--force", threads=a.threads)
+        (run / "train_seconds").write_text(f"{time.perf_counter() - t0:.1f}\n")
+    row["train_seconds"] = float((run / "train_seconds").read_text()) if (run / "train_seconds").exists() else None
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    best = max(history, key=lambda r: selection_score(r["val"]))          # the epoch vgm train kept
+    row.update(best_epoch=best["epoch"], val_elbo=best["val"]["elbo"], train_elbo_last=history[-1]["train"]["elbo"])
+    t0 = time.perf_counter()
+    res = json.loads(vgm_command("evaluate", str(run), "--iw-samples", str(a.iw_samples), "--json", "--quiet",
+                                 threads=a.threads).stdout)
+    row.update(test_log_px=res["log_px"], test_elbo=res["elbo"], test_kl=res["kl"], active_units=res["active_units"],
+               latent_dim=res["latent_dim"], eval_seconds=round(time.perf_counter() - t0, 1))
+    torch.set_num_threads(a.threads)
+    model = vgm.load(run)
+    _, splits = run_data(run, None)
+    x = checked_split(model, splits, "train")[:a.train_examples]
+    torch.manual_seed(0)
+    tr = vgm.evaluate(model, x, a.iw_samples)
+    row.update(train_log_px=tr["log_px"], train_elbo=tr["elbo"])
+    return row
+
+
+def gradient_snr(run: Path, x: torch.Tensor, ks, draws: int, seed: int) -> dict:
+    """Per K and estimator: the mean over parameters of |E g| / sd(g) for the encoder's and the decoder's
+    gradient of the K-sample bound summed over x, from `draws` independent gradient draws."""
+    import vgm
+    from vgm.models.iwae import iw_terms
+    model = vgm.load(run)
+    groups = {"encoder": [p for n, p in model.named_parameters() if n.startswith("encoder")],
+              "decoder": [p for n, p in model.named_parameters() if n.startswith(("decoder", "likelihood"))]}
+    out: dict = {}
+    for est in ("standard", "dreg"):
+        for k in ks:
+            torch.manual_seed(seed)
+            rows = []
+            for _ in range(draws):
+                grads = torch.autograd.grad(iw_terms(model, x, k, 1, est)["loss"].sum(),
+                                            groups["encoder"] + groups["decoder"])
+                rows.append(torch.cat([g.reshape(-1) for g in grads]))
+            g = torch.stack(rows)
+            n_enc = sum(p.numel() for p in groups["encoder"])
+            for part, cols in (("encoder", g[:, :n_enc]), ("decoder", g[:, n_enc:])):
+                sd = cols.std(0)
+                live = sd > 0
+                out[f"{est}/{part}/{k}"] = (cols.mean(0)[live].abs() / sd[live]).mean().item()
+            print(f"  SNR K={k:5d} {est:8s} encoder {out[f'{est}/encoder/{k}']:.4f} "
+                  f"decoder {out[f'{est}/decoder/{k}']:.4f}", file=sys.stderr)
+    return out
+
+
+def plot_snr(snr: dict, ks, path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label, style in (("standard/encoder", "encoder, standard IWAE gradient", "o-"),
+                              ("dreg/encoder", "encoder, DReG", "s-"),
+                              ("standard/decoder", "decoder (the same for both)", "^--")):
+        ax.plot(ks, [snr[f"{key}/{k}"] for k in ks], style, label=label)
+    ax.set(xscale="log", yscale="log", xlabel="K (importance samples)", ylabel="mean |E g| / sd(g) over parameters",
+           title=title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def save(path: Path, key: str, value) -> None:
+    """Merge one entry into results.json (re-read first: several benchmark processes may share one --out)."""
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results[key] = {**results.get(key, {}), **value} if key == "rows" else value
+    path.write_text(json.dumps(results, indent=1) + "\n")
+
+
+def table(rows: list[dict]) -> str:
+    base = next((r for r in rows if r["model"] == "vae"), None)
+    lines = ["| model | vgm test NLL | Δ vs vae | train NLL (first N) | best epoch | active units | paper NLL | "
+             "paper Δ vs its VAE | source |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        nll = -r["test_log_px"]
+        delta = f"{nll + base['test_log_px']:+.2f}" if base and r is not base else "—"
+        pd = (f"{r['paper_nll'] - r['paper_baseline_nll']:+.2f}" if r["paper_nll"] and r["paper_baseline_nll"]
+              and r["paper_nll"] != r["paper_baseline_nll"] else "—")
+        paper = f"{r['paper_nll']:.2f}" if r["paper_nll"] else "—"
+        lines.append(f"| {r['model']} | {nll:.2f} | {delta} | {-r['train_log_px']:.2f} | {r['best_epoch']} | "
+                     f"{r['active_units']}/{r['latent_dim']} | {paper} | {pd} | {r['source']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", type=Path, default=Path(os.environ.get("VGM_DATA_DIR", "../shared/data/mnist10k")))
+    ap.add_argument("--out", type=Path, default=Path("runs/bounds"))
+    ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from: {', '.join(MODELS)}")
+    ap.add_argument("--epochs", type=int, default=50)
+    ap.add_argument("--iw-samples", type=int, default=5000, help="K of the test (and train-subset) log p(x)")
+    ap.add_argument("--train-examples", type=int, default=2000, help="training digits scored for train vs test")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
+    ap.add_argument("--snr-run", default="vae", help="the trained run whose gradients the SNR figure measures")
+    ap.add_argument("--snr-examples", type=int, default=8, help="test digits in the minibatch of the SNR figure")
+    ap.add_argument("--snr-draws", type=int, default=100, help="gradient draws per K and estimator")
+    ap.add_argument("--snr-only", action="store_true", help="skip the table; measure the figure from OUT/SNR_RUN")
+    ap.add_argument("--no-snr", action="store_true")
+    ap.add_argument("--report", action="store_true", help="print the table of the finished rows in OUT and stop")
+    a = ap.parse_args()
+    names = [n for n in a.models.split(",") if n]
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        ap.error(f"unknown model(s) {', '.join(unknown)} (choose from {', '.join(MODELS)})")
+    a.out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(a.threads)
+    results_path = a.out / "results.json"
+    if a.report:
+        done = json.loads(results_path.read_text())["rows"]
+        print(table([done[n] for n in names if n in done]))
+        return
+    if not a.snr_only:
+        rows = []
+        for name in names:
+            print(f"{name}: training / evaluating", file=sys.stderr)
+            t0 = time.perf_counter()
+            rows.append(train_and_evaluate(name, a))
+            print(f"  done in {time.perf_counter() - t0:.0f} s: test NLL {-rows[-1]['test_log_px']:.2f}",
+                  file=sys.stderr)
+            rows[-1]["settings"] = {k: str(v) for k, v in vars(a).items()}
+            save(results_path, "rows", {name: rows[-1]})
+        print(table(rows))
+    if not a.no_snr:
+        import vgm
+        from vgm.run import checked_split, run_data
+        run = a.out / a.snr_run
+        model = vgm.load(run)
+        x = checked_split(model, run_data(run, None)[1], "test")[:a.snr_examples]
+        t0 = time.perf_counter()
+        snr = gradient_snr(run, x, SNR_K, a.snr_draws, a.seed)
+        save(results_path, "snr", {"run": a.snr_run, "examples": a.snr_examples, "draws": a.snr_draws,
+                                   "K": list(SNR_K), "values": snr, "seconds": round(time.perf_counter() - t0, 1)})
+        plot_snr(snr, SNR_K, a.out / "snr.png", f"gradient SNR of the bound L_K ({a.snr_run} run, "
+                                                 f"{a.snr_examples} test digits, {a.snr_draws} draws)")
+        print(f"wrote {a.out / 'snr.png'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
