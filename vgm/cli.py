@@ -11,6 +11,7 @@ import inspect
 import dataclasses
 import json
 import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -25,7 +26,8 @@ from .errors import VgmError
 from .options import Parser, add_config_arguments, finite_float, positive_int, seed
 from .registry import COMMANDS, DATASETS, EXPERIMENTS, MODELS, datasets_for, models_for
 from .checkpoint import remove_stale_temporaries
-from .run import RUN_FILES, check_no_leftover, checked_split, read_run_config, run_data, stash_run, unstash_run
+from .distributed import barrier, env_world, setup
+from .run import BACKUP, RUN_FILES, check_no_leftover, checked_split, read_run_config, run_data, stash_run, unstash_run
 from .train import TrainConfig, fit, resolve_device, selection_score
 DATA_DEFAULTS = {"data": None, "data_dir": None, "binarize": "none", "val_fraction": 0.1}
 RESUME_MAY_CHANGE = ("epochs", "data_dir", "lr")
@@ -50,7 +52,34 @@ def train_parser(kind: str) -> tuple[Parser, list[str], list[str]]:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--force", action="store_true", help="replace a run already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.add_argument("--nproc", type=positive_int, default=None,
+                   help="train with N processes on this machine: runs `torchrun --standalone --nproc-per-node N "
+                        "-m vgm train ...` (for several machines, call torchrun yourself)")
     return p, train_fields, model_fields
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """`vgm train ... --nproc N`: the same command under torch.distributed.run (torchrun) with N processes."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    if nproc == 1:
+        return cmd_train(rest)
+    args = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "vgm", "train", *rest])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    try:
+        run(args)
+    except ChildFailedError:
+        raise VgmError("a training process failed (its message is above); the run folder keeps what the "
+                       "last finished epoch wrote") from None
+    return 0
 
 
 def cmd_train(argv: list[str]) -> int:
@@ -67,7 +96,14 @@ def cmd_train(argv: list[str]) -> int:
     given = {k: v for k, v in vars(a).items() if v is not None}
     data_given = {k: given[k] for k in DATA_DEFAULTS if k in given}
     cls = MODELS[kind]
+    if a.nproc is not None and env_world().size == 1:
+        return launch(a.nproc, argv)
     out = Path(a.out or f"runs/{kind}-{given.get('data', cls.default_data)}")
+    world = env_world()
+    restarted = world.distributed and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    leftover = out / BACKUP if restarted and a.force else None
+    if restarted:                  # torchrun restarted the group after a failure: continue from the checkpoint
+        a.resume, a.force = True, False
     if out.exists() and not out.is_dir():
         raise VgmError(f"--out {out} exists and is not a folder")
     if a.resume and a.force:
@@ -92,11 +128,10 @@ def cmd_train(argv: list[str]) -> int:
         data_cfg = {**DATA_DEFAULTS, "data": cls.default_data, **data_given}
         train_cfg = TrainConfig(**{k: given[k] for k in train_fields if k in given})
         model_cfg = {k: given[k] for k in model_fields if k in given}
-        if "data" not in data_given and not a.quiet:
+        if "data" not in data_given and not a.quiet and world.main:
             print(f"no --data given: training {kind} on its default data set, {cls.default_data}", file=sys.stderr)
-    if out.is_dir():
+    if out.is_dir() and leftover is None:
         check_no_leftover(out)
-        remove_stale_temporaries(out)
     splits = load_data(data_cfg["data"], data_cfg["data_dir"], data_cfg["binarize"], data_cfg["val_fraction"])
     if splits.kind not in cls.data_kinds:
         fit_models = models_for(splits.kind)
@@ -104,6 +139,7 @@ def cmd_train(argv: list[str]) -> int:
                        f"train {' or '.join(fit_models) if fit_models else 'another model'} "
                        f"({kind} takes {' or '.join(KIND_WORDS[k] for k in cls.data_kinds)})")
     device = resolve_device(train_cfg.device)
+    world = setup(device)          # under torchrun: join the group (every rank checks before rank 0 writes)
     torch.manual_seed(train_cfg.seed)
     fields = {f.name for f in dataclasses.fields(cls.Config)}
     data_fields = {"input_shape": splits.shape, "dataset_size": len(splits.train), **splits.meta}
@@ -123,7 +159,13 @@ def cmd_train(argv: list[str]) -> int:
     if from_checkpoint:                             # check it fully before anything is written
         probe = copy.deepcopy(model)
         load_checkpoint(ckpt, probe, torch.optim.Adam(probe.parameters()))
-    backup = stash_run(out) if a.force else None
+    barrier(world)
+    if not world.main:             # rank 0 alone changes the run folder
+        history = fit(model, splits, train_cfg, run_dir=out, resume=from_checkpoint, progress=False)
+        return 0
+    if out.is_dir():
+        remove_stale_temporaries(out)
+    backup = stash_run(out) if a.force else leftover if leftover is not None and leftover.exists() else None
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -137,9 +179,10 @@ def cmd_train(argv: list[str]) -> int:
             write_json(out / "config.json", cfg)
         if not a.quiet:
             n_params = sum(p.numel() for p in model.parameters())
+            procs = f", {world.size} processes" if world.distributed else ""
             print(f"{kind} ({n_params:,} parameters) on {data_cfg['data']} {tuple(splits.shape)}: "
-                  f"{len(splits.train)} train / {len(splits.val)} val examples, device {device}, run folder {out}",
-                  file=sys.stderr)
+                  f"{len(splits.train)} train / {len(splits.val)} val examples, device {device}{procs}, "
+                  f"run folder {out}", file=sys.stderr)
         history = fit(model, splits, train_cfg, run_dir=out, resume=from_checkpoint, progress=not a.quiet)
     except BaseException as e:
         if backup is not None:
@@ -157,7 +200,7 @@ def cmd_train(argv: list[str]) -> int:
         if isinstance(e, KeyboardInterrupt):
             raise VgmError(f"interrupted; {note}") from None
         if isinstance(e, VgmError) and backup is not None:
-            raise VgmError(f"{e}; {note}") from None
+            raise VgmError(f"{getattr(e, 'reason', e)}; {note}") from None
         raise
     if backup is not None:
         shutil.rmtree(backup)

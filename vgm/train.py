@@ -13,26 +13,39 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoint import atomic_write, load_checkpoint, read_safetensors, save_checkpoint
 from .data import Splits
+from .distributed import World, all_sum, all_true, device_for, setup, share
 from .errors import VgmError
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 100
-    batch_size: int = 128
+    batch_size: int = field(default=128, metadata={"help": "the global batch: under torchrun each of W processes "
+                                                           "takes batch/W of it"})
     lr: float = 1e-3
     seed: int = 0
-    device: str = "auto"       # auto | cpu | cuda[:i]
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda[:i]"})
     eval_batch_size: int = 1000
-    log_every: int = 25        # steps between progress-bar updates and NaN checks
+    log_every: int = field(default=25, metadata={"help": "steps between progress-bar updates and NaN checks"})
+    precision: str = field(default="fp32", metadata={"choices": PRECISIONS, "help": "training arithmetic: autocast "
+                           "to bf16 (CPU or GPU) or fp16 (GPU, with a gradient scaler); evaluation is always fp32"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the training step (its compile time "
+                                                           "is reported)"})
+    tensorboard: bool = field(default=False, metadata={"help": "write TensorBoard events to RUN_DIR/tensorboard "
+                                                               "(pip install vgm[tensorboard])"})
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
@@ -42,6 +55,8 @@ class TrainConfig:
             raise VgmError(f"seed must be between 0 and 2**63 - 1, got {self.seed}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise VgmError(f"lr must be a positive number, got {self.lr}")
+        if self.precision not in PRECISIONS:
+            raise VgmError(f"unknown precision {self.precision!r} (choose {', '.join(PRECISIONS)})")
 
 
 def derived_seed(seed: int, purpose: str) -> int:
@@ -67,8 +82,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 @torch.no_grad()
-def evaluate_terms(model, x: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
-    """Mean of each per-example term of model.loss over x, in eval mode (the mode is restored, also on error)."""
+def sum_terms(model, x: torch.Tensor, batch_size: int = 1000) -> dict[str, torch.Tensor]:
+    """Sum over the examples of x of each per-example term of model.loss, in eval mode (restored, also on error)."""
     was_training = model.training
     model.eval()
     sums: dict[str, torch.Tensor] = {}
@@ -78,7 +93,69 @@ def evaluate_terms(model, x: torch.Tensor, batch_size: int = 1000) -> dict[str, 
                 sums[k] = sums.get(k, 0) + v.sum()
     finally:
         model.train(was_training)
-    return {k: v.item() / x.shape[0] for k, v in sums.items()}
+    return sums
+
+
+def evaluate_terms(model, x: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
+    """Mean of each per-example term of model.loss over x, in eval mode (the mode is restored, also on error)."""
+    return {k: v.item() / x.shape[0] for k, v in sum_terms(model, x, batch_size).items()}
+
+
+def validation_terms(model, x: torch.Tensor, batch_size: int, world: World) -> dict[str, float]:
+    """evaluate_terms over all ranks: each sums its share of x, the sums are all-reduced (not means of means)."""
+    if not world.distributed:
+        return evaluate_terms(model, x, batch_size)
+    a, b = share(x.shape[0], world)
+    sums = sum_terms(model, x[a:b], batch_size)
+    names = list(sums)
+    total = all_sum(torch.stack([torch.as_tensor(sums[k], dtype=torch.float64, device=x.device)
+                                 for k in names]), world)
+    return {k: v / x.shape[0] for k, v in zip(names, total.tolist())}
+
+
+def data_dependent_init(model, x: torch.Tensor, seed: int) -> None:
+    """Initialise layers that set themselves from their first training batch (ActNorm) on the first global batch,
+    with noise from a seed of their own: the same on every rank and for any number of ranks, and the training
+    noise streams are left untouched."""
+    if not any(getattr(m, "initialized", 1) == 0 for m in model.modules()):
+        return
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        torch.manual_seed(derived_seed(seed, "data-init"))
+        model.loss(x)
+
+
+class Objective(nn.Module):
+    """model.loss as a module's forward, so that DistributedDataParallel (which hooks forward) can wrap it."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model.loss(x)
+
+
+def training_step(model, cfg: TrainConfig, device: torch.device, world: World):
+    """The function that maps a batch to its loss terms: model.loss, wrapped in DDP under torchrun, in autocast
+    for bf16/fp16, compiled with --compile."""
+    step = Objective(model)
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+        step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        step = torch.compile(step)
+    if cfg.precision == "fp32":
+        return step
+    if cfg.precision == "fp16" and device.type != "cuda":
+        raise VgmError("fp16 training needs a GPU (--device cuda); on a CPU use --precision bf16")
+    dtype = AUTOCAST[cfg.precision]
+
+    def autocast_step(x):
+        with torch.autocast(device.type, dtype=dtype):
+            terms = step(x)
+        return {k: v.float() for k, v in terms.items()}
+    return autocast_step
 
 
 def all_finite(model, opt: torch.optim.Optimizer) -> bool:
@@ -89,20 +166,12 @@ def all_finite(model, opt: torch.optim.Optimizer) -> bool:
 
 
 def rng_state(gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    """The RNG states at the end of an epoch, kept in the checkpoint for inspection (training reseeds each epoch
+    from the run seed, so resuming does not need them)."""
     state = {"torch": torch.get_rng_state(), "shuffle": gen.get_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
-
-
-def set_rng_state(state: dict[str, torch.Tensor], gen: torch.Generator, device: torch.device) -> None:
-    if ("cuda" in state) != (device.type == "cuda"):
-        raise VgmError(f"the checkpoint was written on another kind of device than {device}; "
-                       "resume it on the device it was trained on")
-    torch.set_rng_state(state["torch"])
-    gen.set_state(state["shuffle"])
-    if device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def selection_score(terms: dict[str, float]) -> float:
@@ -120,54 +189,80 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
     resume=True continues from the checkpoint and ends with the numbers an uninterrupted run would give;
     cfg.lr replaces the checkpoint's learning rate (the way out of a run that went NaN).
     A NaN or infinite loss, weight or validation term stops training with a VgmError before the epoch is
-    written, so the files hold the last finite epoch. Training noise and shuffling draw from seeds derived
-    from cfg.seed (derived_seed), never from cfg.seed itself, which the caller may use for the initialisation.
+    written, so the files hold the last finite epoch. Each epoch reseeds its shuffle (derived from cfg.seed and
+    the epoch, the same on every rank) and its training noise (from cfg.seed, the epoch and the rank), never from
+    cfg.seed itself, which the caller may use for the initialisation; so a resumed run needs no saved RNG state.
+    Under torchrun (vgm.distributed) each rank trains on its share of every global batch through DDP and only
+    rank 0 writes files and prints.
     progress: a per-epoch line on stderr, and a progress bar within each epoch when stderr is a terminal.
     """
     if resume and run_dir is None:
         raise VgmError("resume needs the run folder that holds the checkpoint")
-    device = resolve_device(cfg.device)
+    world = setup(resolve_device(cfg.device))
+    device = device_for(resolve_device(cfg.device), world)
+    check_world(cfg, data, world)
     model.to(device).train()
     data = data.to(device)
     train = data.train
     n = train.shape[0]
-    if n == 0:
-        raise VgmError("the training split is empty")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    gen = torch.Generator(device=device).manual_seed(derived_seed(cfg.seed, "shuffle"))
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+    gen = torch.Generator(device=device)
     run_dir = Path(run_dir) if run_dir is not None else None
+    writes = run_dir is not None and world.main
     ckpt = run_dir / "checkpoint.safetensors" if run_dir else None
     start, best, best_epoch, history, best_state = 0, -math.inf, -1, [], None
     if resume:
-        rng, info = load_checkpoint(ckpt, model, opt)
+        _, info = load_checkpoint(ckpt, model, opt)
         for group in opt.param_groups:
             group["lr"] = cfg.lr
-        set_rng_state(rng, gen, device)
         start, best, best_epoch, history = info["epoch"], info["best"], info["best_epoch"], info["history"]
-        write_metrics(run_dir, history)     # drop lines of an epoch that never reached its checkpoint
-    else:
-        torch.manual_seed(derived_seed(cfg.seed, "train"))
-        if run_dir is not None:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_metrics(run_dir, [])
+        if info.get("world_size", 1) != world.size and progress and world.main:
+            print(f"resuming a run trained by {info.get('world_size', 1)} process(es) with {world.size}: the "
+                  "global batch is the same, so the optimisation is too (the sampling noise streams differ)",
+                  file=sys.stderr)
+        if writes:
+            write_metrics(run_dir, history)     # drop lines of an epoch that never reached its checkpoint
+    elif writes:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_metrics(run_dir, [])
+    progress = progress and world.main
     bars = progress and sys.stderr.isatty()
-    steps = math.ceil(n / cfg.batch_size)
+    board = tensorboard_writer(run_dir, cfg) if writes else None
+    step_fn = None
+    B = cfg.batch_size
+    steps = math.ceil(n / B)
     names: list[str] | None = None
     buf = None
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
+        gen.manual_seed(derived_seed(cfg.seed, f"shuffle:{epoch}"))
+        torch.manual_seed(derived_seed(cfg.seed, f"train:{epoch}:{world.rank}"))
         xs = train[torch.randperm(n, generator=gen, device=device)]
         if data.binarize == "dynamic":
             xs = torch.bernoulli(xs, generator=gen)
+        if step_fn is None:
+            data_dependent_init(model, xs[:B], cfg.seed)
+            step_fn = training_step(model, cfg, device, world)
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not bars,
                    dynamic_ncols=True, file=sys.stderr)
-        checked = 0
+        checked, seen = 0, 0
         for i in range(steps):
-            terms = model.loss(xs[i * cfg.batch_size:(i + 1) * cfg.batch_size])
-            loss = terms["loss"].mean()
+            rows = xs[i * B:(i + 1) * B]
+            if world.distributed:       # rank r's share of the global batch; its loss weighted by its share
+                m = rows.shape[0] - rows.shape[0] % world.size    # (a last batch is cut to a multiple of W)
+                a, b = share(m, world)
+                rows = rows[a:b]
+                terms = step_fn(rows)
+                loss = terms["loss"].sum() * (world.size / m)
+            else:
+                terms = step_fn(rows)
+                loss = terms["loss"].mean()
+            seen += rows.shape[0]
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             if buf is None:
                 names = list(terms)
                 buf = torch.zeros(steps, len(names), device=device)
@@ -175,29 +270,30 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
             if (i + 1) % cfg.log_every == 0 or i + 1 == steps:
                 window = buf[checked:i + 1]
                 finite = torch.isfinite(window).all(dim=1)
-                if not bool(finite.all()):
+                if not all_true(bool(finite.all()), device, world):
                     bar.close()
-                    bad = checked + int((~finite).nonzero()[0, 0])
+                    bad = checked + int((~finite).nonzero()[0, 0]) if not bool(finite.all()) else checked
                     restore_best(model, best_state, run_dir, best_epoch)
                     raise nan_error(f"loss became NaN or infinite at epoch {epoch + 1}, step {bad + 1}",
                                     run_dir, history)
-                seen = min(n, (i + 1) * cfg.batch_size) - checked * cfg.batch_size
-                per_ex = window[:, names.index("loss")].sum().item() / seen
-                bar.set_postfix(loss=f"{per_ex:.3f}", refresh=False)
-                bar.update(i + 1 - checked)
-                checked = i + 1
+                if bars:
+                    per_ex = window[:, names.index("loss")].sum().item() / max(1, seen)
+                    bar.set_postfix(loss=f"{per_ex:.3f}", refresh=False)
+                    bar.update(i + 1 - checked)
+                checked, seen = i + 1, 0
         bar.close()
         if not all_finite(model, opt):
             restore_best(model, best_state, run_dir, best_epoch)
             raise nan_error(f"the weights became NaN or infinite in epoch {epoch + 1} (a NaN or infinite "
                             "gradient)", run_dir, history)
-        val = evaluate_terms(model, data.val, cfg.eval_batch_size)
+        val = validation_terms(model, data.val, cfg.eval_batch_size, world)
         if not all(math.isfinite(v) for v in val.values()):
             restore_best(model, best_state, run_dir, best_epoch)
             raise nan_error(f"the validation terms became NaN or infinite at epoch {epoch + 1}", run_dir, history)
-        sums = buf.sum(0).tolist()
+        sums = all_sum(buf.sum(0).double(), world).tolist()
+        n_seen = n - (n % B) % world.size if world.distributed else n
         row = {"epoch": epoch + 1,
-               "train": {k: s / n for k, s in zip(names, sums)},
+               "train": {k: s / n_seen for k, s in zip(names, sums)},
                "val": val,
                "seconds": round(time.perf_counter() - t0, 3)}
         history.append(row)
@@ -212,14 +308,70 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
                 tqdm.write(line, file=sys.stderr)
             else:
                 print(line, file=sys.stderr, flush=True)
-        if run_dir:
+        if writes:
             if improved:
                 model.save(run_dir)
             append_metrics(run_dir, row)
             save_checkpoint(ckpt, model, opt, rng_state(gen, device),
-                            {"epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "history": history})
+                            {"epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "history": history,
+                             "world_size": world.size})
+        if board is not None:
+            log_epoch(board, model, row, opt, n_seen / max(row["seconds"], 1e-9), data)
+    if board is not None:
+        board.close()
     restore_best(model, best_state, run_dir, best_epoch)
     return history
+
+
+def check_world(cfg: TrainConfig, data: Splits, world: World) -> None:
+    """The global batch must split evenly over the ranks, and every rank needs training examples."""
+    if data.train.shape[0] == 0:
+        raise VgmError("the training split is empty")
+    if not world.distributed:
+        return
+    if cfg.batch_size % world.size:
+        raise VgmError(f"--batch-size {cfg.batch_size} is the global batch and must divide evenly over the "
+                       f"{world.size} processes (e.g. {cfg.batch_size - cfg.batch_size % world.size or world.size})")
+    if data.train.shape[0] < world.size:
+        raise VgmError(f"{data.train.shape[0]} training examples cannot be shared by {world.size} processes")
+
+
+def tensorboard_writer(run_dir: Path, cfg: TrainConfig):
+    """A TensorBoard SummaryWriter in RUN_DIR/tensorboard (rank 0 only), or None without --tensorboard."""
+    if not cfg.tensorboard:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise VgmError("--tensorboard needs the tensorboard package: pip install 'vgm[tensorboard]'") from None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+IMAGES_EVERY = 5     # epochs between sample / reconstruction grids in TensorBoard
+
+
+@torch.no_grad()
+def log_epoch(board, model, row: dict, opt, examples_per_s: float, data: Splits) -> None:
+    """Per-epoch train/val terms, learning rate and throughput; image grids of samples and reconstructions
+    every IMAGES_EVERY epochs for image models."""
+    e = row["epoch"]
+    for split in ("train", "val"):
+        for k, v in row[split].items():
+            board.add_scalar(f"{split}/{k}", v, e)
+    board.add_scalar("lr", opt.param_groups[0]["lr"], e)
+    board.add_scalar("examples_per_s", examples_per_s, e)
+    if data.kind == "images" and (e == 1 or e % IMAGES_EVERY == 0):
+        was_training = model.training
+        model.eval()
+        try:
+            board.add_images("samples", model.sample(16).clamp(0, 1).float(), e)
+            x = data.val[:8]
+            board.add_images("reconstructions", torch.cat([x, model.reconstruct(x)]).clamp(0, 1).float(), e)
+        except Exception:          # a model without sample/reconstruct for pictures: scalars only  # noqa: BLE001
+            pass
+        finally:
+            model.train(was_training)
+    board.flush()
 
 
 def restore_best(model, best_state: dict[str, torch.Tensor] | None, run_dir: Path | None, best_epoch: int) -> None:

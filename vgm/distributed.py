@@ -1,0 +1,107 @@
+"""Several processes with torchrun: which process this is, and the few collective steps training needs.
+
+vgm does not launch processes itself: `torchrun --nproc-per-node N -m vgm train ...` (or `vgm train --nproc N`,
+which runs exactly that) starts N copies, and each reads its rank from the environment torchrun sets (RANK,
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). The process group uses gloo on CPU and NCCL on CUDA.
+Semantics (stated in the README): --batch-size is the global batch; rank r of W takes its contiguous share of
+every global batch; gradients are averaged by DistributedDataParallel with each rank's loss weighted by its share,
+so a step's gradient is the global batch mean whatever W is; validation sums and counts are all-reduced.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from .errors import VgmError
+
+TIMEOUT = datetime.timedelta(minutes=10)     # a collective that waits longer than this fails instead of hanging
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the W processes of a run (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one process that writes files and prints progress."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def env_world() -> World:
+    """The World that torchrun's environment describes (a single process without it)."""
+    try:
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    except ValueError:
+        raise VgmError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (they are set by torchrun)") from None
+    if size < 1 or not 0 <= rank < size:
+        raise VgmError(f"bad torchrun environment: RANK {rank}, WORLD_SIZE {size}")
+    return World(rank, size, local)
+
+
+def setup(device: torch.device) -> World:
+    """Join the process group of a torchrun launch (once); a single process needs none."""
+    world = env_world()
+    if not world.distributed or dist.is_initialized():
+        return world
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(world.local_rank)
+    try:
+        dist.init_process_group(backend, timeout=TIMEOUT)
+    except (RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise VgmError(f"cannot join the torchrun process group ({backend}): {first}") from None
+    return world
+
+
+def device_for(device: torch.device, world: World) -> torch.device:
+    """Under torchrun each process drives the GPU of its local rank."""
+    if device.type == "cuda" and world.distributed:
+        return torch.device("cuda", world.local_rank)
+    return device
+
+
+def share(n: int, world: World) -> tuple[int, int]:
+    """[start, stop) of rank r's contiguous share of n rows: sizes differ by at most one, lower ranks larger."""
+    base, extra = divmod(n, world.size)
+    start = world.rank * base + min(world.rank, extra)
+    return start, start + base + (world.rank < extra)
+
+
+def all_sum(t: torch.Tensor, world: World) -> torch.Tensor:
+    """Σ over ranks of t, in place; t itself for one process."""
+    if world.distributed:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def all_true(flag: bool, device: torch.device, world: World) -> bool:
+    """True when flag holds on every rank (so that every rank takes the same branch, and none waits forever)."""
+    if not world.distributed:
+        return flag
+    t = torch.tensor([0 if flag else 1], device=device)
+    return int(all_sum(t, world)) == 0
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        dist.barrier()
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
