@@ -34,7 +34,8 @@ from vgm.flows.models import RealNVP
 from vgm.metrics import beta_vae_score, dci, factor_vae_score, mig, sap
 from vgm.models.ae import AE
 from vgm.models.betavae import BetaVAE
-from vgm.tools.metrics import KL_ACTIVE, encoder_of, kl_of, score_all, stages
+from vgm.registry import MODELS
+from vgm.tools.metrics import KL_ACTIVE, encoder_of, gaussian, kl_of, score_all, stages
 from vgm.tools.traversal import kl_per_dim
 
 dci_module = sys.modules["vgm.metrics.dci"]
@@ -269,6 +270,8 @@ def test_kl_of_is_the_models_kl_per_dimension():
     assert kl.shape == (30, 10) and np.allclose(kl.sum(1), total.numpy(), rtol=1e-5)
     assert np.allclose(kl, per_dim.numpy(), rtol=1e-5, atol=1e-7)
     assert kl_of(AE(input_shape=(1, 32, 32))) is None       # a point mass has no KL to report
+    vamp = MODELS["vamp"](input_shape=(1, 32, 32))           # Gaussian q, but KL to N(0, 1) is not its KL
+    assert gaussian(vamp.encode(x[:1])) is not None and kl_of(vamp) is None
 
 
 class DeadDims:
@@ -277,6 +280,7 @@ class DeadDims:
     a standard deviation ≈ 0.07 above FactorVAE's 0.05 pruning threshold: a few thousandths of a nat."""
     config = SimpleNamespace(input_shape=(5,))
     device = torch.device("cpu")
+    prior = Independent(Normal(torch.zeros(8), torch.ones(8)), 1)
     w = torch.tensor(np.random.default_rng(10).normal(size=(5, 3)))
 
     def eval(self):

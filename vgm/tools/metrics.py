@@ -49,16 +49,21 @@ def gaussian_kl(mu: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu.square() + sd.square() - 1.0) - torch.log(sd)
 
 
+def gaussian(dist) -> Normal | None:
+    """The diagonal Normal of a distribution, or None when it is something else."""
+    base = dist.base_dist if isinstance(dist, Independent) else dist
+    return base if isinstance(base, Normal) else None
+
+
 def kl_of(model, device=None, batch_size: int = 2048) -> Callable[[np.ndarray], np.ndarray] | None:
-    """images -> (N, d) KL(q(z_d|x) ‖ N(0, 1)) per image and dimension; None when q(z|x) is not a diagonal
-    Gaussian (an autoencoder's point mass has no KL)."""
+    """images -> (N, d) KL(q(z_d|x) ‖ N(0, 1)) per image and dimension; None unless q(z|x) is a diagonal
+    Gaussian and the prior is N(0, I) (an autoencoder's point mass, an IAF posterior, a VampPrior or a flow
+    prior: the per-dimension KL to N(0, 1) is not the model's KL there)."""
     device = device or model.device
-
-    def gaussian(q) -> Normal | None:
-        base = q.base_dist if isinstance(q, Independent) else q
-        return base if isinstance(base, Normal) else None
-
     with torch.no_grad():
+        prior = gaussian(getattr(model, "prior", None))
+        if prior is None or not bool((prior.loc == 0).all() and (prior.scale == 1).all()):
+            return None
         if gaussian(model.encode(torch.zeros(1, *model.config.input_shape, device=device))) is None:
             return None
 
@@ -146,7 +151,7 @@ def table(res: dict, factor_names) -> list[tuple[str, str]]:
                                      f"{res['kl_active_threshold']:g} nats)"),
                  ("KL per dim (nats)", " ".join(f"{v:.3f}" for v in res["kl_per_dim"]))]
     else:
-        rows.append(("active dims, KL", "— (the encoder is deterministic: no KL)"))
+        rows.append(("active dims, KL", "— (needs a Gaussian q(z|x) and an N(0, I) prior)"))
     if res["constant_factors"]:
         names = ", ".join(factor_names[k] for k in res["constant_factors"])
         rows.append(("note", f"constant in the sample, left out of MIG and SAP: {names}"))
@@ -162,7 +167,7 @@ def cmd_metrics(argv: list[str]) -> int:
 
     p = Parser(prog="vgm metrics", description="disentanglement metrics (MIG, SAP, DCI, β-VAE and FactorVAE "
                                                "scores) of a run trained on dsprites or dsprites32")
-    p.add_argument("run_dir", type=Path, help="run folder of an ae, vae, betavae or tcvae trained on dSprites")
+    p.add_argument("run_dir", type=Path, help="run folder of a model with an encoder (an autoencoder or a VAE) trained on dSprites")
     p.add_argument("--n-codes", type=positive_int, default=10000, help="grid points for MIG, SAP and DCI")
     p.add_argument("--n-train", type=positive_int, default=10000,
                    help="training points of the β-VAE / FactorVAE scores")
@@ -183,7 +188,7 @@ def cmd_metrics(argv: list[str]) -> int:
     model = load(a.run_dir, resolve_device(a.device))
     if not callable(getattr(model, "encode", None)):
         raise VgmError(f"{a.run_dir} holds a {model.kind} model, which has no encoder to score; vgm metrics "
-                       "needs an ae, vae, betavae or tcvae run")
+                       "needs a model with an encoder (an autoencoder or a VAE)")
     shape = tuple(model.config.input_shape)
     if len(shape) != 3 or shape[0] != 1 or shape[1] != shape[2]:
         raise VgmError(f"the model takes inputs of shape {shape}, not dSprites images")
