@@ -14,8 +14,8 @@ class DefaultsFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if (action.default not in (None, False, argparse.SUPPRESS) and action.option_strings
-                and "default" not in text):
+        if (action.default is not None and action.default is not False and action.default != argparse.SUPPRESS
+                and action.option_strings and "default" not in text):
             text += " (default: %(default)s)"
         return text
 
