@@ -109,9 +109,12 @@ def check_kind(model, run_dir: Path) -> None:
         raise VgmError(f"{run_dir} holds a {model.kind!r} model, which has a latent per step and no single latent "
                        "code per sequence to interpolate (use a seqvae run)")
     if not hasattr(model, "encode"):
+        from ..registry import MODELS
+        coded = sorted(k for k, c in MODELS.items()
+                       if hasattr(c, "encode") and (not issubclass(c, SequenceModel) or hasattr(c, "interpolate")))
         raise VgmError(f"{run_dir} holds a {model.kind!r} flow, which has no latent code besides the data "
                        "themselves (its z = f(x) has one value per data value); interpolate a model with an "
-                       "encoder: ae, vae, betavae, tcvae or seqvae")
+                       f"encoder: {', '.join(coded)}")
 
 
 def pick(data: torch.Tensor, index: int, split: str, flag: str) -> torch.Tensor:

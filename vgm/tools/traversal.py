@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.distributions import Normal, kl_divergence
+from torch.distributions import Independent, Normal, kl_divergence
 
 from ..checkpoint import atomic_write, load
 from ..errors import VgmError
@@ -20,8 +20,16 @@ from ..registry import register_command
 from ..train import resolve_device
 
 
+def factorised_normal(d) -> bool:
+    """Whether d is a Normal over z with independent dimensions (Independent(Normal)): a KL and a scale per z_j."""
+    return isinstance(d, Independent) and isinstance(d.base_dist, Normal)
+
+
 def prior_normal(model) -> Normal:
     """The prior's per-dimension Normal (loc, scale of each z_j)."""
+    if not factorised_normal(model.prior):
+        raise ValueError(f"{model.kind}'s prior is a {type(model.prior).__name__}, not a factorised Normal: "
+                         "it has no scale per dimension")
     return model.prior.base_dist
 
 
@@ -31,7 +39,11 @@ def kl_per_dim(model, x: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
     p = prior_normal(model)
     total = 0
     for i in range(0, len(x), batch_size):
-        q = model.encode(x[i:i + batch_size]).base_dist
+        q = model.encode(x[i:i + batch_size])
+        if not factorised_normal(q):
+            raise ValueError(f"{model.kind}'s posterior is a {type(q).__name__}, not a factorised Normal: "
+                             "it has no KL per dimension")
+        q = q.base_dist
         total = total + kl_divergence(q, Normal(p.loc.expand_as(q.loc), p.scale.expand_as(q.scale))).sum(0)
     return (total / len(x)).cpu().numpy()
 
@@ -98,6 +110,16 @@ def check_kind(model, run_dir: Path) -> None:
                        "per dimension to sort by and no prior scale for the range; use a vae, betavae or tcvae run")
 
 
+@torch.no_grad()
+def check_factorised(model, x1: torch.Tensor, run_dir: Path) -> None:
+    """One line for a model whose posterior or prior is not a factorised Normal (vamp, iaf, hvae2, a flow prior)."""
+    q, p = model.encode(x1), model.prior
+    if not (factorised_normal(q) and factorised_normal(p)):
+        raise VgmError(f"{run_dir} holds a {model.kind!r} model whose posterior ({type(q).__name__}) or prior "
+                       f"({type(p).__name__}) is not a factorised Normal, so it has no KL per dimension to sort "
+                       "by or no prior standard deviation for the range")
+
+
 @register_command("traverse")
 def cmd_traverse(argv: list[str]) -> int:
     from ..options import Parser, finite_float, positive_int, seed
@@ -110,7 +132,7 @@ def cmd_traverse(argv: list[str]) -> int:
     p.add_argument("--i", type=int, default=0, help="index of the image in --split")
     p.add_argument("--dims", type=positive_int, default=None,
                    help="how many dimensions to show, those of largest KL (default: all)")
-    p.add_argument("--range", type=finite_float, default=3.0, dest="span",
+    p.add_argument("--range", type=finite_float, default=3.0, dest="span", metavar="R",
                    help="R: each dimension sweeps ±R prior standard deviations")
     p.add_argument("--steps", type=positive_int, default=10, help="images per row, ends included")
     p.add_argument("--out", type=Path, default=None, help="PNG file (default: RUN_DIR/traversal.png)")
@@ -132,6 +154,7 @@ def cmd_traverse(argv: list[str]) -> int:
     x = checked_split(model, splits, a.split).to(device)
     if not 0 <= a.i < len(x):
         raise VgmError(f"--i {a.i} is out of range: the {a.split} split has {len(x)} examples")
+    check_factorised(model, x[a.i:a.i + 1], a.run_dir)
     torch.manual_seed(a.seed)
     out = a.out or a.run_dir / "traversal.png"
     kl = save_traversals(out, model, x[a.i], x, steps=a.steps, span=a.span, dims=a.dims,
