@@ -78,6 +78,11 @@ def checked_split(model, splits: Splits, split: str) -> torch.Tensor:
     binarized run is drawn once by the fixed split seed (as validation and test are), so it is scored on the
     binary data the model was trained on, not on grey levels."""
     x = splits.split(split)
+    alphabet = getattr(model.config, "alphabet", None)
+    if alphabet and splits.meta.get("alphabet") not in (None, alphabet):
+        raise VgmError(f"the data's alphabet ({len(splits.meta['alphabet'])} characters) is not the one the model "
+                       f"was trained with ({len(alphabet)}): token ids would mean other characters; evaluate the "
+                       "model on the data it was trained on")
     if split == "train" and splits.binarize == "dynamic":
         x = torch.bernoulli(x, generator=torch.Generator(device=x.device).manual_seed(SPLIT_SEED + 1))
     expected = tuple(getattr(model.config, "input_shape", x.shape[1:]))

@@ -405,7 +405,7 @@ def nan_error(what: str, run_dir: Path | None, history: list[dict]) -> NonFinite
 
 def format_row(row: dict, epochs: int) -> str:
     def terms(d):
-        keys = [k for k in ("elbo", "recon", "kl") if k in d] or ["loss"]
+        keys = [k for k in ("elbo", "recon", "recon_word_dropout", "kl") if k in d] or ["loss"]
         return " ".join(f"{k} {d[k]:.3f}" for k in keys)
     return f"epoch {row['epoch']:>3}/{epochs}  train {terms(row['train'])}  |  val {terms(row['val'])}  ({row['seconds']:.1f}s)"
 
