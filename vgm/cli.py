@@ -343,11 +343,17 @@ def cmd_experiment(argv: list[str]) -> int:
     p.add_argument("--quick", action="store_true", help="small settings (about a minute each), for tests")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--data-dir", default=None, help=f"an MNIST-layout folder to run on as well (or set {DATA_DIR_ENV})")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
     a = p.parse_args(argv)
+    from .experiments.common import PROGRESS
+    PROGRESS["on"] = not a.quiet
     names = sorted(EXPERIMENTS) if a.name == "all" else [a.name]
-    for name in names:
+    for i, name in enumerate(names):
         out = a.out / name
         out.mkdir(parents=True, exist_ok=True)
+        if not a.quiet:
+            print(f"experiment {name}" + (f" ({i + 1}/{len(names)})" if len(names) > 1 else "") +
+                  (" --quick" if a.quick else ""), file=sys.stderr, flush=True)
         torch.manual_seed(a.seed)
         EXPERIMENTS[name](out=out, quick=a.quick, seed=a.seed, data_dir=a.data_dir)
         print(f"wrote {out}")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import io
 import os
+import sys
+import time
 from pathlib import Path
 
 import torch
@@ -42,12 +44,29 @@ def datasets(data_dir: str | None, binarize: str = "none") -> list[tuple[str, Sp
     return out
 
 
+PROGRESS = {"on": True}     # `vgm experiment --quiet` turns the per-model lines off
+
+
+def report_progress(what: str, history: list[dict], seconds: float) -> None:
+    """One line on stderr per trained model, so a long experiment shows where it is."""
+    if not PROGRESS["on"] or not history:
+        return
+    val = history[-1]["val"]
+    key = "elbo" if "elbo" in val else "loss"
+    print(f"  trained {what}: {len(history)} epochs in {seconds:.1f} s, last validation {key} {val[key]:.3f}",
+          file=sys.stderr, flush=True)
+
+
 def train(cls, data: Splits, epochs: int, seed: int, batch_size: int = 128, lr: float = 1e-3, **config):
     """Build cls(input_shape=data.shape, **config) under `seed` and fit it on CPU; return (model, history)."""
     torch.manual_seed(seed)
     model = cls(input_shape=data.shape, **config)
+    t0 = time.perf_counter()
     history = fit(model, data, TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device="cpu"),
                   progress=False)
+    settings = ", ".join(f"{k}={v}" for k, v in config.items() if k in ("latent_dim", "beta", "likelihood"))
+    report_progress(f"{getattr(model, 'kind', '') or type(model).__name__}({settings})", history,
+                    time.perf_counter() - t0)
     return model.eval(), history
 
 
