@@ -84,7 +84,7 @@ class RowWriter:
     def write(self, rows: np.ndarray) -> None:
         if rows.dtype != np.uint8 or rows.shape[1:] != self.item_shape or self.written + len(rows) > self.n:
             raise ValueError(f"rows {rows.dtype} {rows.shape} do not fit ({self.n}, {self.item_shape}) uint8")
-        self.f.write(np.ascontiguousarray(rows).tobytes())
+        self.f.write(memoryview(np.ascontiguousarray(rows)).cast("B"))
         self.written += len(rows)
 
     def close(self) -> None:
