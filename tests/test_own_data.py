@@ -406,6 +406,13 @@ def test_bad_folders_and_paths(tmp_path, capsys):
     write_signed_images(tmp_path / "split" / "test", 3)
     assert len(load(str(tmp_path / "split")).test) == 3
     one_line_error("--test-fraction does not apply", load, str(tmp_path / "split"), test_fraction=0.5)
+    Image.fromarray(np.zeros((6, 6), np.uint8)).save(tmp_path / "split" / "test" / "cat" / "more.png")
+    Image.fromarray(np.zeros((6, 6), np.uint8)).save(tmp_path / "split" / "stray.png")
+    one_line_error("also images outside them (e.g. stray.png)", load, str(tmp_path / "split"))
+    (tmp_path / "split" / "stray.png").unlink()
+    (tmp_path / "split" / "test" / "cow").mkdir()
+    Image.fromarray(np.zeros((6, 6), np.uint8)).save(tmp_path / "split" / "test" / "cow" / "a.png")
+    one_line_error("has a class 'cow'", load, str(tmp_path / "split"))
 
 
 def test_unwritable_cache_falls_back_to_a_temporary_folder(tmp_path, capsys):

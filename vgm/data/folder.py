@@ -62,6 +62,12 @@ def _classes(folder: Path, files: list[Path]) -> list[str] | None:
     return sorted({p[0] for p in parts})
 
 
+def _labels(groups: list[tuple[Path, list[Path]]], classes: list[str]) -> np.ndarray:
+    """Each file's class position: its first-level sub-folder under the folder of its group."""
+    position = {c: i for i, c in enumerate(classes)}
+    return np.array([position[f.relative_to(d).parts[0]] for d, files in groups for f in files], dtype=np.int64)
+
+
 def list_images(root: Path) -> ImageList:
     kinds = ", ".join(s.lstrip(".") for s in IMAGE_SUFFIXES)
     train_dir, test_dir = root / "train", root / "test"
@@ -70,14 +76,16 @@ def list_images(root: Path) -> ImageList:
         if not files:
             raise VgmError(f"{root} holds no images ({kinds} files, searched recursively)")
         classes = _classes(root, files)
-        labels = None if classes is None else np.array(
-            [classes.index(f.relative_to(root).parts[0]) for f in files], dtype=np.int64)
+        labels = None if classes is None else _labels([(root, files)], classes)
         return ImageList(root, files, labels, classes or [], None)
     train, test = _images_under(train_dir), _images_under(test_dir)
     for name, files in (("train", train), ("test", test)):
         if not files:
             raise VgmError(f"{root / name} holds no images ({kinds} files, searched recursively)")
-    outside = [f for f in _images_under(root) if f.relative_to(root).parts[0] not in ("train", "test")]
+    outside = [f for entry in sorted(root.iterdir()) if entry.name not in ("train", "test")
+               and not entry.name.startswith(".")
+               for f in (_images_under(entry) if entry.is_dir() else [entry] if entry.name.lower().endswith(
+                   IMAGE_SUFFIXES) else [])]
     if outside:
         raise VgmError(f"{root} has train/ and test/ sub-folders, which are the splits, and also images outside "
                        f"them (e.g. {outside[0].relative_to(root)}): move or remove those "
@@ -88,8 +96,7 @@ def list_images(root: Path) -> ImageList:
         extra = sorted(set(test_classes) - set(classes))
         if extra:
             raise VgmError(f"{test_dir} has a class {extra[0]!r} that {train_dir} has not")
-        labels = np.array([classes.index(f.relative_to(d).parts[0]) for d, fs in ((train_dir, train),
-                           (test_dir, test)) for f in fs], dtype=np.int64)
+        labels = _labels([(train_dir, train), (test_dir, test)], classes)
     return ImageList(root, train + test, labels, classes if labels is not None else [], len(train))
 
 
