@@ -246,6 +246,19 @@ def family_of(model, splits) -> str:
     raise VgmError(f"vgm explore cannot show a {kind} model")
 
 
+def factor_per_dim(codes: np.ndarray, factors: np.ndarray, names: list[str]) -> list[dict | None]:
+    """For each code dimension, the factor it tracks best: the largest I(z_j; v_k) / H(v_k) of the MIG matrix
+    (codes in 20 equal-width bins, as vgm.metrics.mig); None where every factor is constant."""
+    from sklearn.metrics import mutual_info_score
+    from ..metrics.mig import discretize, mutual_info_matrix
+    mi = mutual_info_matrix(discretize(codes), factors)                          # (d, K), nats
+    entropy = np.array([mutual_info_score(f, f) for f in factors.T])
+    norm = np.where(entropy > 0, mi / np.where(entropy > 0, entropy, 1), -np.inf)
+    best = norm.argmax(1)
+    return [{"factor": names[k], "nmi": float(norm[j, k])} if np.isfinite(norm[j, k]) else None
+            for j, k in enumerate(best)]
+
+
 class Explorer:
     """A loaded run and what its page needs, computed once; the methods answer the page's requests."""
 
@@ -292,7 +305,6 @@ class Explorer:
         return torch.cat(mus), torch.cat(sds)
 
     def setup_latent(self, splits) -> None:
-        from ..metrics.mig import discretize, mutual_info_matrix
         self.deterministic = bool(getattr(self.model, "deterministic", False))
         self.test = head(splits.test, MAP_POINTS)
         if len(self.test) < 2:
@@ -320,14 +332,7 @@ class Explorer:
         self.map_setup()
         self.factor_of_dim = None
         if self.labels is not None and np.ndim(self.labels) == 2 and self.label_names:
-            factors = np.asarray(self.labels)
-            mi = mutual_info_matrix(discretize(mu.double().numpy()), factors)           # (d, K), nats
-            from sklearn.metrics import mutual_info_score
-            entropy = np.array([mutual_info_score(f, f) for f in factors.T])
-            norm = np.where(entropy > 0, mi / np.where(entropy > 0, entropy, 1), -np.inf)
-            best = norm.argmax(1)
-            self.factor_of_dim = [{"factor": self.label_names[k], "nmi": float(norm[j, k])} if np.isfinite(norm[j, k])
-                                  else None for j, k in enumerate(best)]
+            self.factor_of_dim = factor_per_dim(mu.double().numpy(), np.asarray(self.labels), self.label_names)
         self.traversal = self.model.kind in ("betavae", "tcvae")
         self.note = self.likelihood_note()
 
@@ -671,6 +676,8 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "vgm-explore"
     protocol_version = "HTTP/1.1"
     timeout = 60                    # an idle kept-alive connection gives its thread back after a minute
+    disable_nagle_algorithm = True  # headers and body leave at once: no 40 ms wait for a delayed ACK ...
+    wbufsize = 1 << 16              # ... in one write (the buffer is flushed after each request)
 
     def version_string(self) -> str:
         return self.server_version

@@ -114,10 +114,9 @@ function buildSliders() {
     let text = "z" + d.dim;
     if (d.kl !== null) text += "  KL " + fmt(d.kl);
     const label = el("span", {className: "name", textContent: text});
-    const row = el("div", {className: "slider" + (d.active === false ? " inactive" : "")}, [label, input, value]);
-    if (d.active === false) row.append(el("span", {className: "inactive-tag", textContent: "inactive"}));
-    if (d.factor) row.append(el("span", {className: "factor", textContent: d.factor.factor}));
-    return row;
+    const tag = el("span", {className: d.active === false ? "inactive-tag" : "", textContent: d.active === false ? "inactive" : ""});
+    const factor = el("span", {className: "factor", textContent: d.factor ? d.factor.factor : ""});
+    return el("div", {className: "slider" + (d.active === false ? " inactive" : "")}, [label, input, value, tag, factor]);
   });
   $("sliders").replaceChildren(...rows);
 }
@@ -256,6 +255,7 @@ async function onMapClick(ev) {
     if (ev.shiftKey) { selected.b = i; $("interp-b").value = i; } else { selected.a = i; $("interp-a").value = i; }
     drawMap();
     setZ(res.z);
+    interpolateSoon();
     status("z of test example #" + i);
     return;
   }
@@ -270,6 +270,8 @@ async function onMapClick(ev) {
 
 async function interpolate() {
   const a = $("interp-a").value, b = $("interp-b").value, steps = $("interp-steps").value;
+  selected = {a: Number(a), b: Number(b)};
+  if (mapData) drawMap();
   const res = await api("/api/interpolate?i=" + encodeURIComponent(a) + "&j=" + encodeURIComponent(b) +
                         "&steps=" + encodeURIComponent(steps));
   const rows = ["linear", "spherical"].map((name) => {
@@ -283,6 +285,8 @@ async function interpolate() {
     "reconstruction averaged over 32 draws z ~ q(z|x), KL in closed form); the outer images are A and B."});
   $("interp-out").replaceChildren(...rows, note);
 }
+
+const interpolateSoon = coalesced(interpolate);
 
 // ----- draw or upload ----------------------------------------------------------------------------------------
 
@@ -413,7 +417,7 @@ async function startLatent() {
   $("map").addEventListener("mouseleave", () => { $("hover").hidden = true; });
   on("map", "click", onMapClick);
   $("interp-a").max = $("interp-b").max = info.map_size - 1;
-  on("interp", "click", interpolate);
+  on("interp", "click", interpolateSoon);
   $("traversal-panel").hidden = !info.traversal;
   zChanged();
   await loadMap(info.map_methods[0]);
