@@ -72,7 +72,8 @@ def test_help_lists_only_the_data_that_fit(capsys, model):
 
 def test_each_model_trains_on_its_default_data_and_says_which(capsys, tmp_path):
     code, out, err = cli(capsys, "train", "seqvae", "--epochs", "1", "--hidden", "16", "--out", tmp_path / "s")
-    assert code == 0 and "default data set, names" in err
+    assert code == 0, err
+    assert code == 0 and "seqvae" in err and "on names (its default data set" in err
     assert json.loads((tmp_path / "s" / "config.json").read_text())["data"]["data"] == "names"
 
 
@@ -225,3 +226,29 @@ def test_resume_may_change_the_learning_rate(capsys, tmp_path):
     assert json.loads((out / "config.json").read_text())["train"]["lr"] == 0.0003
     code, _, err = cli(capsys, *base, "--epochs", "3", "--resume", "--batch-size", "7")
     assert "only --epochs, --lr and --data-dir" in one_line_error(code, err)
+
+
+def test_tcvae_evaluation_decomposes_the_kl_against_the_training_set(capsys, tmp_path):
+    # catches: evaluate printing the minibatch estimates of the training rows (tc larger than the KL)
+    env = os.environ.get("VGM_DSPRITES_SIZE")
+    os.environ["VGM_DSPRITES_SIZE"] = "1000"
+    try:
+        assert cli(capsys, "train", "tcvae", "--epochs", "2", "--hidden", "32", "--quiet", "--out", tmp_path / "t")[0] == 0
+        code, out, err = cli(capsys, "evaluate", tmp_path / "t", "--iw-samples", "2", "--json")
+    finally:
+        if env is None:
+            del os.environ["VGM_DSPRITES_SIZE"]
+        else:
+            os.environ["VGM_DSPRITES_SIZE"] = env
+    res = json.loads(out)
+    assert res["tc_pool"] == 810 and res["tc"] >= -0.05 and res["mi"] >= -0.05
+    # mi + tc + dwkl = log q(z|x) − log p(z) per example, whose mean over 100 examples estimates the KL
+    assert res["mi"] + res["tc"] + res["dwkl"] == pytest.approx(res["kl"], abs=0.25 + 0.1 * res["kl"])
+
+
+def test_a_text_run_refuses_data_with_another_alphabet():
+    from vgm.run import checked_split
+    names = vgm.load_data("names")
+    model = MODELS["seqvae"](alphabet="abc", max_len=12, hidden=8)
+    with pytest.raises(vgm.VgmError, match="alphabet"):
+        checked_split(model, names, "test")

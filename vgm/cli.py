@@ -24,6 +24,8 @@ from .data import BINARIZE, DATA_DIR_ENV
 from .data import load as load_data
 from .errors import VgmError
 from .options import Parser, add_config_arguments, finite_float, positive_int, seed
+from .data import SPLIT_SEED
+from .models.tcvae import TCVAE
 from .registry import COMMANDS, DATASETS, EXPERIMENTS, MODELS, datasets_for, models_for
 from .checkpoint import remove_stale_temporaries
 from .distributed import barrier, env_world, setup
@@ -128,8 +130,6 @@ def cmd_train(argv: list[str]) -> int:
         data_cfg = {**DATA_DEFAULTS, "data": cls.default_data, **data_given}
         train_cfg = TrainConfig(**{k: given[k] for k in train_fields if k in given})
         model_cfg = {k: given[k] for k in model_fields if k in given}
-        if "data" not in data_given and not a.quiet and world.main:
-            print(f"no --data given: training {kind} on its default data set, {cls.default_data}", file=sys.stderr)
     if out.is_dir() and leftover is None:
         check_no_leftover(out)
     splits = load_data(data_cfg["data"], data_cfg["data_dir"], data_cfg["binarize"], data_cfg["val_fraction"])
@@ -180,7 +180,8 @@ def cmd_train(argv: list[str]) -> int:
         if not a.quiet:
             n_params = sum(p.numel() for p in model.parameters())
             procs = f", {world.size} processes" if world.distributed else ""
-            print(f"{kind} ({n_params:,} parameters) on {data_cfg['data']} {tuple(splits.shape)}: "
+            default = "" if "data" in data_given or a.resume else " (its default data set; --data to choose)"
+            print(f"{kind} ({n_params:,} parameters) on {data_cfg['data']}{default} {tuple(splits.shape)}: "
                   f"{len(splits.train)} train / {len(splits.val)} val examples, device {device}{procs}, "
                   f"run folder {out}", file=sys.stderr)
         history = fit(model, splits, train_cfg, run_dir=out, resume=from_checkpoint, progress=not a.quiet)
@@ -208,6 +209,9 @@ def cmd_train(argv: list[str]) -> int:
         best = max(history, key=lambda r: selection_score(r["val"]))
         print(f"done: best validation epoch {best['epoch']}: " +
               ", ".join(f"{k} {v:.3f}" for k, v in best["val"].items()) + f"; model in {out}")
+        if "tc" in best["val"]:
+            print("  (mi, tc, dwkl above are minibatch estimates, biased for batches much smaller than the data; "
+                  f"`vgm evaluate {out}` estimates them against the training set's aggregate posterior)")
     return 0
 
 
@@ -255,11 +259,13 @@ def cmd_evaluate(argv: list[str]) -> int:
     torch.manual_seed(a.seed)
     scores = evaluate(model, x, k, a.batch_size, progress=not a.quiet)
     res = {"run": str(a.run_dir), "kind": model.kind, "split": a.split, **scores}
+    if isinstance(model, TCVAE):
+        res.update(tc_decomposition(model, x, splits.train, a.batch_size))
     if a.json:
         finite = lambda v: None if isinstance(v, float) and not math.isfinite(v) else v
         print(json.dumps({k: finite(v) for k, v in res.items()}, allow_nan=False))
         return 0
-    units = res.get("units", {})
+    units = {**scores.get("units", {}), **res.get("units", {})}
     what = units.get("dims", "values")
     print(f"{a.run_dir} ({model.kind}) on the {a.split} split: {res['n_examples']} examples of {res['dims']} {what}")
     for key, v in res.items():
@@ -271,6 +277,23 @@ def cmd_evaluate(argv: list[str]) -> int:
     if "note" in res:
         print(f"  note: {res['note']}")
     return 0
+
+
+TC_POOL = 10000     # training examples whose posteriors make up q(z) in `vgm evaluate` of a β-TCVAE
+
+
+def tc_decomposition(model, x: torch.Tensor, train: torch.Tensor, batch_size: int) -> dict:
+    """β-TCVAE's KL = mi + tc + dwkl, estimated against the aggregate posterior of (up to TC_POOL) training
+    examples as the mixture q(z) = (1/N) Σ_n q(z|x_n), not by the minibatch estimator of the training rows."""
+    from .models.tcvae import decomposition
+    pool = train
+    if len(train) > TC_POOL:
+        pool = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(SPLIT_SEED))[:TC_POOL]]
+    parts = decomposition(model, x, pool.to(x.device), batch_size)
+    out = {k: v.mean().item() for k, v in parts.items()}
+    out["units"] = {"mi": "nats", "tc": "nats", "dwkl": "nats", "tc_pool": "training examples"}
+    out["tc_pool"] = len(pool)
+    return out
 
 
 def cmd_sample(argv: list[str]) -> int:

@@ -1,0 +1,107 @@
+"""Training throughput with more processes and on a GPU, beside a bare PyTorch loop measured in the same run.
+
+    python benchmarks/distributed.py --data-dir ../shared/data/mnist10k [--epochs 3] [--batch-size 256]
+
+Rows (examples per second of training, the median epoch of --epochs, validation excluded):
+  bare loop, 1 process x T threads      a hand-written Adam loop over the same vgm.VAE, data in memory
+  vgm train, 1 process x T threads      the CLI's trainer (threads = the machine's cores, T)
+  vgm train, 1 process x 1 thread
+  vgm train, W processes x 1 thread     torchrun + DDP on gloo, the same global batch
+and where CUDA is available: the bare loop and `vgm train` on the GPU in fp32, bf16 and compiled.
+The model is the README's MNIST VAE: MLP 784-512-256, z = 32, Bernoulli decoder, dynamic binarisation.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import vgm
+
+MODEL = ["--latent-dim", "32", "--hidden", "512,256", "--binarize", "dynamic"]
+
+
+def cli_throughput(args: list[str], env: dict, nproc: int = 1) -> float:
+    """Median training examples/s over the epochs of a `vgm train` run (epoch seconds minus validation)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        head = [sys.executable, "-m", "vgm"] if nproc == 1 else \
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "vgm"]
+        r = subprocess.run([*head, "train", "vae", *args, "--quiet", "--out", str(out)], capture_output=True,
+                           text=True, env={**os.environ, **env})
+        if r.returncode:
+            raise SystemExit(r.stderr[-3000:])
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        n = len(vgm.load_data("mnist", data_dir=args[args.index("--data-dir") + 1]).train)
+        return statistics.median(n / r["train_seconds"] if "train_seconds" in r else n / r["seconds"] for r in rows)
+
+
+def bare_throughput(data, epochs: int, batch: int, device: str, dtype=None, compile_: bool = False) -> float:
+    """A plain Adam loop over vgm.VAE.loss: shuffle, dynamic binarisation, step; examples/s (median epoch)."""
+    torch.manual_seed(0)
+    model = vgm.VAE(input_shape=(1, 28, 28), latent_dim=32, hidden=(512, 256)).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = data.train.to(device)
+    step = torch.compile(model.loss) if compile_ else model.loss
+    rates = []
+    for _ in range(epochs):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        xs = torch.bernoulli(x[torch.randperm(len(x), device=device)])
+        for i in range(0, len(xs), batch):
+            with torch.autocast(device.split(":")[0], dtype=dtype or torch.float32, enabled=dtype is not None):
+                loss = step(xs[i:i + batch])["loss"].float().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        rates.append(len(xs) / (time.perf_counter() - t0))
+    return statistics.median(rates[1:] if len(rates) > 1 else rates)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--procs", type=int, default=2)
+    a = p.parse_args()
+    cores = os.cpu_count() or 1
+    data = vgm.load_data("mnist", data_dir=a.data_dir)
+    common = ["--data", "mnist", "--data-dir", a.data_dir, *MODEL, "--epochs", str(a.epochs),
+              "--batch-size", str(a.batch_size), "--device", "cpu"]
+    rows = []
+    torch.set_num_threads(cores)
+    rows.append((f"bare loop, 1 process x {cores} threads (CPU)", bare_throughput(data, a.epochs, a.batch_size, "cpu")))
+    rows.append((f"vgm train, 1 process x {cores} threads (CPU)", cli_throughput(common, {"OMP_NUM_THREADS": str(cores)})))
+    one = cli_throughput(common, {"OMP_NUM_THREADS": "1"})
+    rows.append(("vgm train, 1 process x 1 thread (CPU)", one))
+    many = cli_throughput(common, {"OMP_NUM_THREADS": "1"}, nproc=a.procs)
+    rows.append((f"vgm train, {a.procs} processes x 1 thread (CPU, gloo)", many))
+    if torch.cuda.is_available():
+        gpu = [*common[:-2], "--device", "cuda"]
+        rows.append(("bare loop, GPU fp32", bare_throughput(data, a.epochs, a.batch_size, "cuda")))
+        rows.append(("vgm train, GPU fp32", cli_throughput(gpu, {})))
+        rows.append(("bare loop, GPU bf16", bare_throughput(data, a.epochs, a.batch_size, "cuda", torch.bfloat16)))
+        rows.append(("vgm train, GPU bf16", cli_throughput([*gpu, "--precision", "bf16"], {})))
+        rows.append(("vgm train, GPU compiled fp32", cli_throughput([*gpu, "--compile"], {})))
+    print(f"MNIST MLP VAE 784-512-256-32, batch {a.batch_size}, {len(data.train)} training digits, "
+          f"median of {a.epochs} epochs; {cores} cores; torch {torch.__version__}")
+    print(f"{'setting':<52} {'examples/s':>12}")
+    for name, v in rows:
+        print(f"{name:<52} {v:12,.0f}")
+    print(f"{a.procs} processes / 1 process (1 thread each): {many / one:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
