@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import VgmError
 from .cache import cache_root, cached_images, file_fingerprints
 from .splits import SPLIT_SEED, TEST_FRACTION, Splits, carve, image_splits, note, streamed_splits
+from .streamed import bounded_heap
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N")
@@ -215,7 +216,7 @@ def decode_all(files: list[Path], d: Decoding, item_shape: tuple[int, ...], writ
     """Decode every file in order into write(rows) (a bad file's row: zeros); returns the skipped (position,
     message) when skip_bad, else the first bad file is an error. Images that do not fit are always an error."""
     batches = _DecodeBatches(files, d, item_shape)
-    it = (DataLoader(batches, batch_size=None, num_workers=workers) if workers > 0
+    it = (DataLoader(batches, batch_size=None, num_workers=workers, worker_init_fn=bounded_heap) if workers > 0
           else (batches[b] for b in range(len(batches))))
     skipped = []
     for rows, problems in it:

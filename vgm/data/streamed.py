@@ -7,6 +7,7 @@ batches, optionally shuffled by a torch.Generator, with torch.utils.data.DataLoa
 """
 from __future__ import annotations
 
+import ctypes
 import os
 from pathlib import Path
 from typing import Iterator
@@ -16,6 +17,19 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 HAVE_PREADV = hasattr(os, "preadv")           # Linux, BSD; elsewhere seek + readinto on the process's own file
+M_MMAP_THRESHOLD = -3                         # glibc's mallopt parameter
+
+
+def bounded_heap(_worker_id: int = 0) -> None:
+    """DataLoader worker_init_fn: allocations of 256 KB and more are served by mmap and returned when freed.
+
+    A worker allocates a new batch at every step; glibc otherwise raises its mmap threshold to that size and serves
+    the batches from the heap, which the churn fragments: worker RSS reached 380 to 900 MB in two epochs of 64x64
+    RGB batches, against 210 MB with this. Only in worker processes; a no-op where malloc is not glibc's."""
+    try:
+        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 256 * 1024)
+    except (OSError, AttributeError):
+        pass
 
 
 def npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
@@ -156,7 +170,7 @@ class Loader:
         if isinstance(split, StreamedImages) and workers > 0:
             self.data = DataLoader(_BatchReader(split, as_float=not self.on_device), batch_size=None,
                                    sampler=self.order, num_workers=workers, pin_memory=pin_memory,
-                                   persistent_workers=True, prefetch_factor=4)
+                                   persistent_workers=True, prefetch_factor=4, worker_init_fn=bounded_heap)
 
     def __len__(self) -> int:
         return len(self.order)
