@@ -371,6 +371,19 @@ def test_flow_prior_kl_is_estimated_against_the_flow_and_trains_it():
     assert any(p.grad.abs().sum() > 0 for p in model.prior_flow.parameters())
 
 
+def test_flow_prior_samples_at_a_temperature_scale_the_base_draw():
+    # z = f⁻¹(T·ε): as T → 0 every draw decodes f⁻¹(0). catches: T ignored, or applied around a mean the flow lacks
+    torch.manual_seed(0)
+    model = VAE(input_shape=(D,), latent_dim=3, hidden=(8,), likelihood="gaussian", prior="flow", prior_depth=2,
+                prior_hidden=8).double()
+    with torch.no_grad():
+        for p in model.prior_flow.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    at_zero = model.decode(model.prior_flow.inverse(torch.zeros(1, 3, dtype=torch.float64))[0]).mean
+    torch.testing.assert_close(model.sample(4, temperature=1e-9), at_zero.expand(4, D))
+    assert model.sample(4).std(0).min() > 1e-3
+
+
 def test_the_two_layer_posterior_mean_is_exact_for_z1_and_sampled_for_z2():
     # E[z2] = G2 E[z1] + o2 for the linear second layer; the sampled mean is deterministic and leaves the
     # caller's random stream alone. catches: the z1 / z2 halves swapped, a biased or unseeded average
@@ -435,6 +448,7 @@ def cli(capsys, *args) -> tuple[int, str]:
     (["iwae", "--beta", "2"], "beta does not apply to iwae"),
     (["iwae", "--dequantize"], "dequantize"),
     (["vamp", "--prior", "flow"], "invalid choice: 'flow'"),
+    (["tcvae", "--prior", "flow"], "tcvae takes prior standard"),         # its loss needs the closed-form KL
 ])
 def test_bad_options_are_refused_in_one_line(capsys, tmp_path, args, says):
     code, err = cli(capsys, "train", *args, "--data", "digits", "--epochs", "1", "--out", tmp_path / "r")
