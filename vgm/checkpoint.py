@@ -145,49 +145,68 @@ def load(run_dir, device: str | torch.device = "cpu"):
 
 # ----- training checkpoint -----------------------------------------------------------------------------
 
-def save_checkpoint(path: Path, model, optimizer: torch.optim.Optimizer, rng: dict[str, torch.Tensor],
-                    info: dict) -> None:
-    """model.*, optim.<param index>.<name>, rng.* tensors; optimizer hyper-parameters and `info` as JSON."""
+def _optimizers(optimizer) -> list[torch.optim.Optimizer]:
+    return list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
+
+
+def _tag(i: int) -> str:
+    """Names of the i-th optimizer's tensors and metadata: optim / param_groups for the first (the format of a
+    one-optimizer checkpoint), optim1 / param_groups1 ... for a model's further optimizers (e.g. a discriminator's)."""
+    return "" if i == 0 else str(i)
+
+
+def save_checkpoint(path: Path, model, optimizer, rng: dict[str, torch.Tensor], info: dict) -> None:
+    """model.*, optim<i>.<param index>.<name>, rng.* tensors; each optimizer's hyper-parameters and `info` as JSON.
+    `optimizer` is one optimizer or a list of them."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    opt = optimizer.state_dict()
-    scalars: dict[str, dict[str, Any]] = {}
-    for idx, st in opt["state"].items():
-        for name, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"optim.{idx}.{name}"] = v
-            else:
-                scalars.setdefault(str(idx), {})[name] = v
+    meta = {"format": FORMAT, "info": json.dumps(info), "model": json.dumps(model_json(model))}
+    opts = _optimizers(optimizer)
+    for i, o in enumerate(opts):
+        opt = o.state_dict()
+        scalars: dict[str, dict[str, Any]] = {}
+        for idx, st in opt["state"].items():
+            for name, v in st.items():
+                if torch.is_tensor(v):
+                    tensors[f"optim{_tag(i)}.{idx}.{name}"] = v
+                else:
+                    scalars.setdefault(str(idx), {})[name] = v
+        meta[f"param_groups{_tag(i)}"] = json.dumps(opt["param_groups"])
+        meta[f"optim_scalars{_tag(i)}"] = json.dumps(scalars)
+    meta["optimizers"] = str(len(opts))
     tensors.update({f"rng.{k}": v for k, v in rng.items()})
-    meta = {"format": FORMAT, "info": json.dumps(info), "param_groups": json.dumps(opt["param_groups"]),
-            "optim_scalars": json.dumps(scalars), "model": json.dumps(model_json(model))}
     atomic_write(path, st_save(_tensors(tensors), meta))
 
 
-def load_checkpoint(path: Path, model, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """Restore model and optimizer in place; return the RNG tensors and the info dict."""
+def load_checkpoint(path: Path, model, optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Restore model and optimizer(s) in place; return the RNG tensors and the info dict."""
     tensors, meta = read_safetensors(path)
     if meta.get("format") != FORMAT:
         raise VgmError(f"{path} is not a vgm training checkpoint")
+    opts = _optimizers(optimizer)
     try:
         saved_model = json.loads(meta["model"])
         info = json.loads(meta["info"])
-        groups = json.loads(meta["param_groups"])
-        scalars = json.loads(meta["optim_scalars"])
+        groups = [json.loads(meta[f"param_groups{_tag(i)}"]) for i in range(len(opts))]
+        scalars = [json.loads(meta[f"optim_scalars{_tag(i)}"]) for i in range(len(opts))]
     except (KeyError, json.JSONDecodeError):
         raise VgmError(f"{path} is not a vgm training checkpoint (metadata missing)") from None
     if saved_model != json.loads(json.dumps(model_json(model))):
         raise VgmError(f"{path} holds a different model ({saved_model.get('kind')}) than this run's config")
+    if int(meta.get("optimizers", "1")) != len(opts):
+        raise VgmError(f"{path} holds {meta.get('optimizers', '1')} optimizer states, this model has {len(opts)}")
     load_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
     rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
     try:
-        state: dict[int, dict[str, Any]] = {}
-        for k, v in tensors.items():
-            if k.startswith("optim."):
-                _, idx, name = k.split(".", 2)
-                state.setdefault(int(idx), {})[name] = v
-        for idx, d in scalars.items():
-            state.setdefault(int(idx), {}).update(d)
-        optimizer.load_state_dict({"state": state, "param_groups": groups})
+        for i, o in enumerate(opts):
+            state: dict[int, dict[str, Any]] = {}
+            prefix = f"optim{_tag(i)}."
+            for k, v in tensors.items():
+                if k.startswith(prefix):
+                    idx, name = k[len(prefix):].split(".", 1)
+                    state.setdefault(int(idx), {})[name] = v
+            for idx, d in scalars[i].items():
+                state.setdefault(int(idx), {}).update(d)
+            o.load_state_dict({"state": state, "param_groups": groups[i]})
         if not ({"torch", "shuffle"} <= set(rng) and isinstance(info["epoch"], int)
                 and isinstance(info["history"], list) and len(info["history"]) == info["epoch"]):
             raise ValueError("RNG state, epoch or history missing")

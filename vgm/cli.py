@@ -30,7 +30,7 @@ from .registry import COMMANDS, DATASETS, EXPERIMENTS, MODELS, datasets_for, mod
 from .checkpoint import remove_stale_temporaries
 from .distributed import barrier, env_world, setup
 from .run import BACKUP, RUN_FILES, check_no_leftover, checked_split, read_run_config, run_data, stash_run, unstash_run
-from .train import TrainConfig, fit, resolve_device, selection_score
+from .train import TrainConfig, fit, optimizers, resolve_device, selection_score
 DATA_DEFAULTS = {"data": None, "data_dir": None, "binarize": "none", "val_fraction": 0.1}
 RESUME_MAY_CHANGE = ("epochs", "data_dir", "lr")
 KIND_WORDS = {"images": "images", "vectors": "vectors", "tokens": "text (token sequences)",
@@ -158,7 +158,7 @@ def cmd_train(argv: list[str]) -> int:
     from_checkpoint = a.resume and ckpt.exists()   # a run killed before its first checkpoint restarts from epoch 0
     if from_checkpoint:                             # check it fully before anything is written
         probe = copy.deepcopy(model)
-        load_checkpoint(ckpt, probe, torch.optim.Adam(probe.parameters()))
+        load_checkpoint(ckpt, probe, [o for o in optimizers(probe, train_cfg, env_world()) if o is not None])
     barrier(world)
     if not world.main:             # rank 0 alone changes the run folder
         history = fit(model, splits, train_cfg, run_dir=out, resume=from_checkpoint, progress=False)
@@ -256,8 +256,9 @@ def cmd_evaluate(argv: list[str]) -> int:
     k = model.default_iw_samples if a.iw_samples is None else a.iw_samples
     _, splits = run_data(a.run_dir, a.data_dir)
     x = checked_split(model, splits, a.split).to(device)
+    y = split_labels(model, splits, a.split)
     torch.manual_seed(a.seed)
-    scores = evaluate(model, x, k, a.batch_size, progress=not a.quiet)
+    scores = evaluate(model, x, k, a.batch_size, progress=not a.quiet, labels=y)
     res = {"run": str(a.run_dir), "kind": model.kind, "split": a.split, **scores}
     if isinstance(model, TCVAE):
         res.update(tc_decomposition(model, x, splits.train, a.batch_size))
@@ -277,6 +278,16 @@ def cmd_evaluate(argv: list[str]) -> int:
     if "note" in res:
         print(f"  note: {res['note']}")
     return 0
+
+
+def split_labels(model, splits, split: str) -> torch.Tensor | None:
+    """The labels of a split for a conditional model (None for the others)."""
+    if not getattr(model, "conditional", False):
+        return None
+    y = getattr(splits, f"{split}_labels")
+    if y is None:
+        raise VgmError(f"{model.kind} is conditioned on labels, and the {split} split has none")
+    return y
 
 
 TC_POOL = 10000     # training examples whose posteriors make up q(z) in `vgm evaluate` of a β-TCVAE
@@ -306,6 +317,7 @@ def cmd_sample(argv: list[str]) -> int:
                    help="spread of the latent (or a flow's base) draws: z = T·ε; T < 1 gives more typical samples")
     p.add_argument("--out", type=Path, default=None, help="output file (default: RUN_DIR/samples.png, or .csv "
                                                           "for vectors of more than 2 values)")
+    p.add_argument("--label", type=int, default=None, help="the class to draw, for a model conditioned on labels")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--device", default="auto")
     a = p.parse_args(argv)
@@ -313,12 +325,17 @@ def cmd_sample(argv: list[str]) -> int:
         raise VgmError(f"--temperature must be > 0, got {a.temperature}")
     model = load(a.run_dir, resolve_device(a.device))
     torch.manual_seed(a.seed)
-    if "temperature" not in inspect.signature(model.sample).parameters:
-        if a.temperature != 1.0:
-            raise VgmError(f"{model.kind} models do not sample at a temperature")
-        x = model.sample(a.n)
-    else:
-        x = model.sample(a.n, temperature=a.temperature)
+    params = inspect.signature(model.sample).parameters
+    kw = {}
+    if a.label is not None:
+        if not getattr(model, "conditional", False):
+            raise VgmError(f"{model.kind} is not conditioned on labels: leave out --label")
+        kw["label"] = a.label
+    if "temperature" in params:
+        kw["temperature"] = a.temperature
+    elif a.temperature != 1.0:
+        raise VgmError(f"{model.kind} models do not sample at a temperature")
+    x = model.sample(a.n, **kw)
     out = a.out or a.run_dir / ("samples.csv" if x.dim() == 2 and x.shape[1] != 2 and x.is_floating_point()
                                 else "samples.png")
     if hasattr(model, "render_samples"):

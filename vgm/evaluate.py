@@ -25,7 +25,8 @@ UNITS = {"elbo": "nats", "recon": "nats", "kl": "nats", "log_px": "nats", "elbo_
          "levels": "grey levels", "sq_error": "per example"}
 
 
-def evaluate(model, x: torch.Tensor, iw_samples: int = 1000, batch_size: int = 500, progress: bool = False) -> dict:
+def evaluate(model, x: torch.Tensor, iw_samples: int = 1000, batch_size: int = 500, progress: bool = False,
+             labels: torch.Tensor | None = None) -> dict:
     """Means over the examples of x, in nats per example (bits per dimension for log p(x)); x goes to the model's
     device, and the model's training mode is restored afterwards, also when this raises.
 
@@ -38,6 +39,8 @@ def evaluate(model, x: torch.Tensor, iw_samples: int = 1000, batch_size: int = 5
     A dequantized VAE is scored on y = (k + u)/L with the fixed evaluation noise of vgm.data.dequantize (what a
     flow is scored on) and shifted by −D log L onto the discrete scale. A deterministic encoder (AE) has only
     its reconstruction error. `units` names the unit of each number.
+    A conditional model (`conditional = True`) is scored given the labels: its own evaluate(x, K, batch, labels),
+    or the generic path through `model.given(y)`, an object with encode / decode / prior for those labels.
     """
     if iw_samples < 0 or batch_size < 1:
         raise VgmError(f"iw_samples must be >= 0 and batch_size >= 1, got {iw_samples} and {batch_size}")
@@ -49,14 +52,19 @@ def evaluate(model, x: torch.Tensor, iw_samples: int = 1000, batch_size: int = 5
     try:
         with torch.no_grad():
             own = getattr(model, "evaluate", None)
-            out = own(x, iw_samples, batch_size) if own is not None else _evaluate_latent(model, x, iw_samples,
-                                                                                         batch_size, progress)
+            conditional = getattr(model, "conditional", False)
+            if conditional and (labels is None or len(labels) != len(x)):
+                raise VgmError(f"{model.kind} is conditioned on labels: give one label per example")
+            extra = (labels.to(x.device),) if conditional else ()
+            out = own(x, iw_samples, batch_size, *extra) if own is not None else \
+                _evaluate_latent(model, x, iw_samples, batch_size, progress, *extra)
     finally:
         model.train(was_training)
     return out
 
 
-def _evaluate_latent(model, x: torch.Tensor, iw_samples: int, batch_size: int, progress: bool) -> dict:
+def _evaluate_latent(model, x: torch.Tensor, iw_samples: int, batch_size: int, progress: bool,
+                     labels: torch.Tensor | None = None) -> dict:
     n, dims = x.shape[0], x[0].numel()
     levels = model.config.levels if getattr(model.config, "dequantize", False) else 0
     if levels:
@@ -64,7 +72,9 @@ def _evaluate_latent(model, x: torch.Tensor, iw_samples: int, batch_size: int, p
     shift = log_scale(levels, dims) if levels else 0.0
     out: dict = {"n_examples": n, "dims": dims}
     deterministic = getattr(model, "deterministic", False)
-    px = model.decode(model.encode(x[:1]).mean)
+    given = (lambda i, j: model) if labels is None else (lambda i, j: model.given(labels[i:j]))
+    m1 = given(0, 1)
+    px = m1.decode(m1.encode(x[:1]).mean)
     base = getattr(px, "base_dist", px)
     binary = bool(((x == 0) | (x == 1)).all())
     if isinstance(base, Bernoulli) and not binary:
@@ -83,17 +93,17 @@ def _evaluate_latent(model, x: torch.Tensor, iw_samples: int, batch_size: int, p
     bar = tqdm(total=n, desc=f"evaluating (K={iw_samples})", unit="ex", leave=False,
                disable=not (progress and sys.stderr.isatty()), dynamic_ncols=True)
     for i in range(0, n, batch_size):
-        xb = x[i:i + batch_size]
+        xb, mb = x[i:i + batch_size], given(i, i + batch_size)
         if deterministic:
             sums["recon"] += model.loss(xb)["recon"].sum().item()
         else:
-            t = elbo(model, xb)
+            t = elbo(mb, xb)
             for k in ("elbo", "recon", "kl"):
                 sums[k] += t[k].sum().item()
             if iw_samples:
-                sums["log_px"] += log_px(model, xb, iw_samples).sum().item()
-            means.append(model.encode(xb).mean)
-        sq_err += ((model.reconstruct(xb) - xb) ** 2).sum().item()
+                sums["log_px"] += log_px(mb, xb, iw_samples).sum().item()
+            means.append(mb.encode(xb).mean)
+        sq_err += ((mb.decode(mb.encode(xb).mean).mean - xb) ** 2).sum().item()
         bar.update(len(xb))
     bar.close()
     out.update({k: v / n for k, v in sums.items()})

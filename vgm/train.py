@@ -82,38 +82,42 @@ def resolve_device(name: str) -> torch.device:
 
 
 @torch.no_grad()
-def sum_terms(model, x: torch.Tensor, batch_size: int = 1000) -> dict[str, torch.Tensor]:
-    """Sum over the examples of x of each per-example term of model.loss, in eval mode (restored, also on error)."""
+def sum_terms(model, x: torch.Tensor, batch_size: int = 1000, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Sum over the examples of x of each per-example term of model.loss (with labels y for a conditional model),
+    in eval mode (restored, also on error)."""
     was_training = model.training
     model.eval()
     sums: dict[str, torch.Tensor] = {}
     try:
         for i in range(0, x.shape[0], batch_size):
-            for k, v in model.loss(x[i:i + batch_size]).items():
+            xb = x[i:i + batch_size]
+            terms = model.loss(xb) if y is None else model.loss(xb, y[i:i + batch_size])
+            for k, v in terms.items():
                 sums[k] = sums.get(k, 0) + v.sum()
     finally:
         model.train(was_training)
     return sums
 
 
-def evaluate_terms(model, x: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
+def evaluate_terms(model, x: torch.Tensor, batch_size: int = 1000, y: torch.Tensor | None = None) -> dict[str, float]:
     """Mean of each per-example term of model.loss over x, in eval mode (the mode is restored, also on error)."""
-    return {k: v.item() / x.shape[0] for k, v in sum_terms(model, x, batch_size).items()}
+    return {k: v.item() / x.shape[0] for k, v in sum_terms(model, x, batch_size, y).items()}
 
 
-def validation_terms(model, x: torch.Tensor, batch_size: int, world: World) -> dict[str, float]:
+def validation_terms(model, x: torch.Tensor, batch_size: int, world: World,
+                     y: torch.Tensor | None = None) -> dict[str, float]:
     """evaluate_terms over all ranks: each sums its share of x, the sums are all-reduced (not means of means)."""
     if not world.distributed:
-        return evaluate_terms(model, x, batch_size)
+        return evaluate_terms(model, x, batch_size, y)
     a, b = share(x.shape[0], world)
-    sums = sum_terms(model, x[a:b], batch_size)
+    sums = sum_terms(model, x[a:b], batch_size, None if y is None else y[a:b])
     names = list(sums)
     total = all_sum(torch.stack([torch.as_tensor(sums[k], dtype=torch.float64, device=x.device)
                                  for k in names]), world)
     return {k: v / x.shape[0] for k, v in zip(names, total.tolist())}
 
 
-def data_dependent_init(model, x: torch.Tensor, seed: int) -> None:
+def data_dependent_init(model, x: torch.Tensor, seed: int, y: torch.Tensor | None = None) -> None:
     """Initialise layers that set themselves from their first training batch (ActNorm) on the first global batch,
     with noise from a seed of their own: the same on every rank and for any number of ranks, and the training
     noise streams are left untouched."""
@@ -122,18 +126,19 @@ def data_dependent_init(model, x: torch.Tensor, seed: int) -> None:
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.no_grad():
         torch.manual_seed(derived_seed(seed, "data-init"))
-        model.loss(x)
+        model.loss(x) if y is None else model.loss(x, y)
 
 
 class Objective(nn.Module):
-    """model.loss as a module's forward, so that DistributedDataParallel (which hooks forward) can wrap it."""
+    """model.loss as a module's forward, so that DistributedDataParallel (which hooks forward) can wrap it;
+    a conditional model (`conditional = True`) gets the labels too: model.loss(x, y)."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.model.loss(x)
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        return self.model.loss(x) if y is None else self.model.loss(x, y)
 
 
 def training_step(model, cfg: TrainConfig, device: torch.device, world: World):
@@ -151,11 +156,27 @@ def training_step(model, cfg: TrainConfig, device: torch.device, world: World):
         raise VgmError("fp16 training needs a GPU (--device cuda); on a CPU use --precision bf16")
     dtype = AUTOCAST[cfg.precision]
 
-    def autocast_step(x):
+    def autocast_step(x, y=None):
         with torch.autocast(device.type, dtype=dtype):
-            terms = step(x)
+            terms = step(x, y)
         return {k: v.float() for k, v in terms.items()}
     return autocast_step
+
+
+def optimizers(model, cfg: TrainConfig, world: World) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer | None]:
+    """Adam on the model's parameters; a model that trains a second network against it (e.g. FactorVAE's
+    discriminator) names those parameters in `auxiliary_parameters()` and returns their loss as terms["aux_loss"]
+    (computed from detached inputs): they get an Adam of their own (lr = config.aux_lr, else --lr), stepped on
+    aux_loss alone, and both optimizers' states are checkpointed."""
+    aux = list(model.auxiliary_parameters()) if hasattr(model, "auxiliary_parameters") else []
+    if not aux:
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr), None
+    if world.distributed:
+        raise VgmError(f"{model.kind} trains a second optimizer and runs in one process (no torchrun)")
+    ids = {id(p) for p in aux}
+    main = [p for p in model.parameters() if id(p) not in ids]
+    lr = getattr(model.config, "aux_lr", None) or cfg.lr
+    return torch.optim.Adam(main, lr=cfg.lr), torch.optim.Adam(aux, lr=lr)
 
 
 def all_finite(model, opt: torch.optim.Optimizer) -> bool:
@@ -205,7 +226,13 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
     data = data.to(device)
     train = data.train
     n = train.shape[0]
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt, aux_opt = optimizers(model, cfg, world)
+    opts = [opt] if aux_opt is None else [opt, aux_opt]
+    main_params = [p for g in opt.param_groups for p in g["params"]]
+    aux_params = [] if aux_opt is None else [p for g in aux_opt.param_groups for p in g["params"]]
+    labels = data.train_labels if getattr(model, "conditional", False) else None
+    if getattr(model, "conditional", False) and (labels is None or data.val_labels is None):
+        raise VgmError(f"{model.kind} is conditioned on labels, and {data.name or 'these data'} have none")
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     gen = torch.Generator(device=device)
     run_dir = Path(run_dir) if run_dir is not None else None
@@ -213,7 +240,7 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
     ckpt = run_dir / "checkpoint.safetensors" if run_dir else None
     start, best, best_epoch, history, best_state = 0, -math.inf, -1, [], None
     if resume:
-        _, info = load_checkpoint(ckpt, model, opt)
+        _, info = load_checkpoint(ckpt, model, opts)
         for group in opt.param_groups:
             group["lr"] = cfg.lr
         start, best, best_epoch, history = info["epoch"], info["best"], info["best_epoch"], info["history"]
@@ -238,29 +265,38 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
         t0 = time.perf_counter()
         gen.manual_seed(derived_seed(cfg.seed, f"shuffle:{epoch}"))
         torch.manual_seed(derived_seed(cfg.seed, f"train:{epoch}:{world.rank}"))
-        xs = train[torch.randperm(n, generator=gen, device=device)]
+        perm = torch.randperm(n, generator=gen, device=device)
+        xs = train[perm]
+        ys = None if labels is None else labels[perm]
         if data.binarize == "dynamic":
             xs = torch.bernoulli(xs, generator=gen)
         if step_fn is None:
-            data_dependent_init(model, xs[:B], cfg.seed)
+            data_dependent_init(model, xs[:B], cfg.seed, None if ys is None else ys[:B])
             step_fn = training_step(model, cfg, device, world)
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not bars,
                    dynamic_ncols=True, file=sys.stderr)
         checked, seen = 0, 0
         for i in range(steps):
             rows = xs[i * B:(i + 1) * B]
+            y = None if ys is None else ys[i * B:(i + 1) * B]
             if world.distributed:       # rank r's share of the global batch; its loss weighted by its share
                 m = rows.shape[0] - rows.shape[0] % world.size    # (a last batch is cut to a multiple of W)
                 a, b = share(m, world)
-                rows = rows[a:b]
-                terms = step_fn(rows)
+                rows, y = rows[a:b], None if y is None else y[a:b]
+                terms = step_fn(rows, y)
                 loss = terms["loss"].sum() * (world.size / m)
             else:
-                terms = step_fn(rows)
+                terms = step_fn(rows, y)
                 loss = terms["loss"].mean()
             seen += rows.shape[0]
             opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            if aux_opt is None:
+                scaler.scale(loss).backward()
+            else:                       # each loss reaches only its own parameters
+                aux_opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward(inputs=main_params)
+                scaler.scale(terms["aux_loss"].mean()).backward(inputs=aux_params)
+                scaler.step(aux_opt)
             scaler.step(opt)
             scaler.update()
             if buf is None:
@@ -282,11 +318,12 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
                     bar.update(i + 1 - checked)
                 checked, seen = i + 1, 0
         bar.close()
-        if not all_finite(model, opt):
+        if not all(all_finite(model, o) for o in opts):
             restore_best(model, best_state, run_dir, best_epoch)
             raise nan_error(f"the weights became NaN or infinite in epoch {epoch + 1} (a NaN or infinite "
                             "gradient)", run_dir, history)
-        val = validation_terms(model, data.val, cfg.eval_batch_size, world)
+        val = validation_terms(model, data.val, cfg.eval_batch_size, world,
+                               None if labels is None else data.val_labels)
         if not all(math.isfinite(v) for v in val.values()):
             restore_best(model, best_state, run_dir, best_epoch)
             raise nan_error(f"the validation terms became NaN or infinite at epoch {epoch + 1}", run_dir, history)
@@ -312,7 +349,7 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
             if improved:
                 model.save(run_dir)
             append_metrics(run_dir, row)
-            save_checkpoint(ckpt, model, opt, rng_state(gen, device),
+            save_checkpoint(ckpt, model, opts, rng_state(gen, device),
                             {"epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "history": history,
                              "world_size": world.size})
         if board is not None:
