@@ -417,14 +417,19 @@ def test_bad_requests_are_answered_4xx_and_the_server_keeps_serving(vae):
     assert vae.request("/api/info")[0] == 200
 
 
-def test_foreign_host_and_chunked_uploads_are_refused(vae):
+def test_foreign_host_chunked_uploads_and_unread_bodies(vae):
     """A page served from elsewhere that rebinds its name to 127.0.0.1 sends its own Host: refused (403). An
-    upload without a Content-Length cannot be capped: refused (411)."""
+    upload without a Content-Length cannot be capped: refused (411). A body the server does not read (a POST to
+    a GET endpoint) closes the connection, so that it is never taken for a second request."""
     status, _, data = vae.request("/api/info", headers={"Host": "evil.example:80"})
     assert status == 403
     answer = vae.raw(b"POST /api/encode HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nTransfer-Encoding: chunked\r\n\r\n"
                      b"0\r\n\r\n" % vae.port)
     assert answer.startswith(b"HTTP/1.1 411")
+    smuggled = b"GET /api/decode?z=0,0,0,0 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % vae.port
+    answer = vae.raw(b"POST /api/info HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Length: %d\r\n\r\n"
+                     % (vae.port, len(smuggled)) + smuggled)
+    assert answer.startswith(b"HTTP/1.1 405") and answer.count(b"HTTP/1.1 ") == 1 and b"PNG" not in answer
     assert vae.request("/api/info")[0] == 200
 
 
@@ -487,6 +492,13 @@ def test_200_concurrent_requests_are_all_answered_right(vae):
         assert isinstance(a, tuple) and a[0] == 200, (k, a)
         assert np.abs(png_array(a[2]).astype(int) - want[k].astype(int)).max() <= 1, k
     assert vae.request("/api/info")[0] == 200
+
+
+def test_png_of_grey_and_rgb_images():
+    """8-bit pixels of (1, H, W) and (3, H, W) images: clipped to [0, 1], rounded, channels last for RGB."""
+    x = torch.rand(3, 5, 7) * 1.2 - 0.1
+    assert np.array_equal(png_array(ex.png(x)), as_uint8(x.permute(1, 2, 0)))
+    assert np.array_equal(png_array(ex.png(x[:1])), as_uint8(x[0]))
 
 
 # ----- other models --------------------------------------------------------------------------------------------
@@ -566,6 +578,64 @@ def test_factor_per_dim_normalises_by_the_factors_entropy():
     assert out[0]["nmi"] == pytest.approx(raw[0] / math.log(3), rel=1e-3) and out[0]["nmi"] > 0.9
     assert out[1]["nmi"] < 0.01
     assert factor_per_dim(codes, np.zeros((n, 2), dtype=int), ["a", "b"]) == [None, None]
+
+
+def test_autoencoder_with_one_latent_dimension(tmp_path):
+    """An AE has no KL and no ELBO (None, said in a note), its sliders stay in index order; a 1-D latent is mapped
+    on the x axis (y = 0) and a place on the map decodes to its x."""
+    torch.manual_seed(0)
+    s = Served(write_run(tmp_path / "ae", vgm.AE(input_shape=(1, 8, 8), latent_dim=1, hidden=(16,)), "digits"))
+    try:
+        e = s.explorer
+        info = s.json("/api/info")
+        assert info["deterministic"] and info["dims"] == [{"dim": 0, "kl": None, "active": None, "factor": None}]
+        assert info["map_methods"] == ["latent"] and "no ELBO" in info["note"]
+        pts = np.array(s.json("/api/map")["points"])
+        with torch.no_grad():
+            mu = e.model.encode(e.test).mean
+        assert np.allclose(pts[:, 0], mu[:, 0].numpy(), atol=1e-5) and (pts[:, 1] == 0).all()
+        assert s.json("/api/unmap?x=0.7&y=5")["z"] == [0.7]
+        res = s.json("/api/encode", "POST", png_bytes(as_uint8(e.test[0, 0])))
+        assert res["elbo"] is None and res["kl"] is None and res["kl_per_dim"] is None and res["sigma"] == [0.0]
+        res = s.json("/api/interpolate?i=0&j=1&steps=3")
+        assert all(p["elbo"] is None for p in res["linear"])
+    finally:
+        s.stop()
+
+
+def test_dequantized_vae_scores_on_the_discrete_scale_and_maps_its_2d_latent(tmp_path):
+    """A dequantized VAE's ELBO of an image is E_q[log p(y|z)] − D log L − KL with y = (k + u)/L under vgm's fixed
+    evaluation noise (as `vgm evaluate` scores it); its 2-D latent is its own map, with no t-SNE. Catches the
+    −D log L shift left out or of the wrong sign, and fresh noise."""
+    from vgm.data.dequantize import dequantize
+    torch.manual_seed(0)
+    model = vgm.VAE(input_shape=(1, 8, 8), latent_dim=2, hidden=(16,), likelihood="gaussian", levels=17,
+                    dequantize=True)
+    with torch.no_grad():                       # σ(x) ≈ 1e-6: the ELBO's Monte Carlo error vanishes, so that a
+        last = model.encoder.head[-1]           # different noise draw u shows
+        last.weight[2:] = 0
+        last.bias[2:] = -30
+    s = Served(write_run(tmp_path / "deq", model, "digits"), seed=1)    # seed 0 would draw u = the fixed noise
+    try:
+        e = s.explorer
+        x = e.test[6]
+        res = s.json("/api/encode", "POST", png_bytes(as_uint8(x[0])))
+        y = dequantize(x[None], 17, eval_noise(x[None]))
+        with torch.no_grad():
+            q = e.model.encode(y)
+            kl = kl_divergence(q.base_dist, Normal(0.0, 1.0)).sum().item()
+            log_py = e.model.decode(q.sample((4000,))[:, 0]).log_prob(y.expand(4000, 1, 8, 8)).double()
+        want = log_py.mean().item() - 64 * math.log(17) - kl
+        assert res["kl"] == pytest.approx(kl, rel=1e-5)
+        assert abs(res["elbo"] - want) < 4 * log_py.std().item() / math.sqrt(ex.ELBO_SAMPLES) + 1e-3
+        m = s.json("/api/map")
+        with torch.no_grad():
+            mu = e.model.encode(e.test).mean
+        assert m["method"] == "latent" and np.allclose(m["points"], mu.numpy(), atol=1e-5)
+        assert s.json("/api/unmap?x=0.25&y=-1.5")["z"] == [0.25, -1.5]
+        assert s.request("/api/map?method=tsne")[0] == 400 and s.request("/api/map?method=pca")[0] == 400
+    finally:
+        s.stop()
 
 
 @pytest.fixture(scope="module")

@@ -700,6 +700,7 @@ class Handler(BaseHTTPRequestHandler):
     def dispatch(self, method: str) -> None:
         t0 = time.perf_counter()
         server: ExploreServer = self.server             # type: ignore[assignment]
+        self.body_read = False
         try:
             self.check_host(server)
             parts = urlsplit(self.path)
@@ -763,9 +764,13 @@ class Handler(BaseHTTPRequestHandler):
         if len(body) != n:
             self.close_connection = True
             raise BadRequest(400, "the body is shorter than its Content-Length")
+        self.body_read = True
         return body
 
     def send(self, reply: Reply, seconds: float) -> None:
+        if not self.body_read and (self.headers.get("Content-Length", "0").strip() not in ("", "0")
+                                   or self.headers.get("Transfer-Encoding")):
+            self.close_connection = True            # an unread body must not be taken for the next request
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.ctype)
         self.send_header("Content-Length", str(len(reply.body)))
