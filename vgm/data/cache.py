@@ -57,13 +57,15 @@ def cache_root(cache_dir: str | Path | None) -> Path:
         return tmp
 
 
-def file_fingerprints(root: Path, files: list[Path]) -> list[tuple[str, int, int]]:
-    """(relative path, size, modification time in ns) of each file: what the cache key hashes."""
-    out = []
-    for f in files:
-        st = f.stat()
-        out.append((f.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns))
-    return out
+def file_fingerprints(root: Path, files: list[str]) -> tuple[str, int]:
+    """(hash of each file's relative path, size and modification time in ns; total bytes): what the cache key
+    takes from a folder, hashed as it goes so that no per-file list is kept."""
+    h, total = hashlib.sha256(), 0
+    for rel in files:
+        st = os.stat(os.path.join(root, rel))
+        h.update(f"{rel.replace(os.sep, '/')}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        total += st.st_size
+    return h.hexdigest(), total
 
 
 def cache_key(description: dict) -> str:

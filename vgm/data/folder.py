@@ -38,67 +38,73 @@ DECODE_BATCH = 64
 
 @dataclass
 class ImageList:
-    """The images of a folder in their fixed order (train/ files first when there are splits)."""
+    """The images of a folder in their fixed order (train/ files first when there are splits). Paths are strings
+    relative to root (a 100,000-image folder costs ~10 MB of them, where Path objects took 36 MB)."""
 
     root: Path
-    files: list[Path]
+    files: list[str]
     labels: np.ndarray | None      # per file, or None without class sub-folders
     classes: list[str]
     n_train: int | None            # files[:n_train] are train/; None: no train/ and test/ sub-folders
 
+    def path(self, i: int) -> str:
+        return os.path.join(self.root, self.files[i])
 
-def _images_under(folder: Path) -> list[Path]:
-    found = []
-    for here, dirs, files in os.walk(folder):
+
+def _images_under(root: Path, sub: str = "") -> list[str]:
+    """Image files under root/sub, as paths relative to root, sorted by their parts; hidden entries skipped."""
+    found, start = [], len(str(root)) + 1
+    for here, dirs, files in os.walk(os.path.join(root, sub) if sub else root):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [Path(here) / f for f in files if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES)]
-    return sorted(found, key=lambda p: p.relative_to(folder).parts)
+        rel = here[start:]
+        found += [os.path.join(rel, f) for f in files if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES)]
+    return sorted(found, key=lambda r: r.replace(os.sep, "\0"))     # = by parts: NUL sorts before any character
 
 
-def _classes(folder: Path, files: list[Path]) -> list[str] | None:
-    """The first-level sub-folder names when every image lies in one, else None."""
-    parts = [f.relative_to(folder).parts for f in files]
-    if not parts or any(len(p) < 2 for p in parts):
-        return None
-    return sorted({p[0] for p in parts})
+def _folder_names(files: list[str], depth: int) -> list[str] | None:
+    """Each file's folder `depth` levels below the root (its class), or None when some file lies higher up."""
+    names = []
+    for f in files:
+        parts = f.split(os.sep, depth + 1)
+        if len(parts) < depth + 2:
+            return None
+        names.append(parts[depth])
+    return names
 
 
-def _labels(groups: list[tuple[Path, list[Path]]], classes: list[str]) -> np.ndarray:
-    """Each file's class position: its first-level sub-folder under the folder of its group."""
+def _labels(names: list[str], classes: list[str]) -> np.ndarray:
     position = {c: i for i, c in enumerate(classes)}
-    return np.array([position[f.relative_to(d).parts[0]] for d, files in groups for f in files], dtype=np.int64)
+    return np.array([position[n] for n in names], dtype=np.int64)
 
 
 def list_images(root: Path) -> ImageList:
     kinds = ", ".join(s.lstrip(".") for s in IMAGE_SUFFIXES)
-    train_dir, test_dir = root / "train", root / "test"
-    if not (train_dir.is_dir() and test_dir.is_dir()):
+    if not ((root / "train").is_dir() and (root / "test").is_dir()):
         files = _images_under(root)
         if not files:
             raise VgmError(f"{root} holds no images ({kinds} files, searched recursively)")
-        classes = _classes(root, files)
-        labels = None if classes is None else _labels([(root, files)], classes)
-        return ImageList(root, files, labels, classes or [], None)
-    train, test = _images_under(train_dir), _images_under(test_dir)
+        names = _folder_names(files, 0)
+        classes = sorted(set(names)) if names is not None else []
+        return ImageList(root, files, None if names is None else _labels(names, classes), classes, None)
+    train, test = _images_under(root, "train"), _images_under(root, "test")
     for name, files in (("train", train), ("test", test)):
         if not files:
             raise VgmError(f"{root / name} holds no images ({kinds} files, searched recursively)")
-    outside = [f for entry in sorted(root.iterdir()) if entry.name not in ("train", "test")
-               and not entry.name.startswith(".")
-               for f in (_images_under(entry) if entry.is_dir() else [entry] if entry.name.lower().endswith(
-                   IMAGE_SUFFIXES) else [])]
+    outside = [f for entry in sorted(os.listdir(root)) if entry not in ("train", "test") and not entry.startswith(".")
+               for f in (_images_under(root, entry) if (root / entry).is_dir() else
+                         [entry] if entry.lower().endswith(IMAGE_SUFFIXES) else [])]
     if outside:
         raise VgmError(f"{root} has train/ and test/ sub-folders, which are the splits, and also images outside "
-                       f"them (e.g. {outside[0].relative_to(root)}): move or remove those "
-                       "(the validation split is carved from train/)")
-    classes, test_classes = _classes(train_dir, train), _classes(test_dir, test)
-    labels = None
-    if classes is not None and test_classes is not None:
-        extra = sorted(set(test_classes) - set(classes))
+                       f"them (e.g. {outside[0]}): move or remove those (the validation split is carved from train/)")
+    train_names, test_names = _folder_names(train, 1), _folder_names(test, 1)
+    labels, classes = None, []
+    if train_names is not None and test_names is not None:
+        classes = sorted(set(train_names))
+        extra = sorted(set(test_names) - set(classes))
         if extra:
-            raise VgmError(f"{test_dir} has a class {extra[0]!r} that {train_dir} has not")
-        labels = _labels([(train_dir, train), (test_dir, test)], classes)
-    return ImageList(root, train + test, labels, classes if labels is not None else [], len(train))
+            raise VgmError(f"{root / 'test'} has a class {extra[0]!r} that {root / 'train'} has not")
+        labels = _labels(train_names + test_names, classes)
+    return ImageList(root, train + test, labels, classes, len(train))
 
 
 # ---------------------------------------------------------------------------------------------------- decoding
@@ -140,25 +146,18 @@ def _eight_bit(img):
     return Image.fromarray(((a * 255 + 32767) // 65535).astype(np.uint8), "L")
 
 
-def _rel(path: Path, d: Decoding) -> str:
-    try:
-        return str(path.relative_to(d.root))
-    except ValueError:
-        return str(path)
-
-
-def decode(path: Path, d: Decoding) -> np.ndarray:
-    """One image as uint8 (C, H, W); raises Mismatch, or any Pillow error for an unreadable file."""
+def decode(rel: str, d: Decoding) -> np.ndarray:
+    """Image root/rel as uint8 (C, H, W); raises Mismatch, or any Pillow error for an unreadable file."""
     from PIL import Image
 
-    with Image.open(path) as img:
+    with Image.open(os.path.join(d.root, rel)) as img:
         img.load()                          # the first frame, fully: a truncated file fails here
         nat = natural_channels(img.mode)
         if not d.convert and nat != d.channels:
-            raise Mismatch(f"{_rel(path, d)} has {nat} channel{'s' if nat > 1 else ''} ({img.mode}) but "
+            raise Mismatch(f"{rel} has {nat} channel{'s' if nat > 1 else ''} ({img.mode}) but "
                            f"{d.first} has {d.channels}: pass --channels 1 or 3 to convert every image")
         if not d.resize and img.size != d.size:
-            raise Mismatch(f"{_rel(path, d)} is {img.size[0]}x{img.size[1]} pixels but {d.first} is "
+            raise Mismatch(f"{rel} is {img.size[0]}x{img.size[1]} pixels but {d.first} is "
                            f"{d.size[0]}x{d.size[1]}: pass --image-size S (with --crop center or none) to "
                            "resize every image to S x S")
         out = _eight_bit(img).convert("L" if d.channels == 1 else "RGB")
@@ -178,20 +177,20 @@ def _one_line(e: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def try_decode(path: Path, d: Decoding) -> tuple[np.ndarray | None, tuple[str, str] | None]:
+def try_decode(rel: str, d: Decoding) -> tuple[np.ndarray | None, tuple[str, str] | None]:
     """(image, None), or (None, ("bad" | "mismatch", message)): an unreadable file vs one that does not fit."""
     try:
-        return decode(path, d), None
+        return decode(rel, d), None
     except Mismatch as e:
         return None, ("mismatch", str(e))
     except Exception as e:                  # Pillow raises OSError, SyntaxError, ValueError, ... for bad files
-        return None, ("bad", f"{_rel(path, d)} is not a readable image ({_one_line(e)})")
+        return None, ("bad", f"{rel} is not a readable image ({_one_line(e)})")
 
 
 class _DecodeBatches(Dataset):
     """Item b = files [b·DECODE_BATCH, (b+1)·DECODE_BATCH) decoded: (uint8 rows, [(position, kind, message)])."""
 
-    def __init__(self, files: list[Path], d: Decoding, item_shape: tuple[int, ...]):
+    def __init__(self, files: list[str], d: Decoding, item_shape: tuple[int, ...]):
         self.files, self.d, self.item_shape = files, d, item_shape
 
     def __len__(self) -> int:
@@ -211,7 +210,7 @@ class _DecodeBatches(Dataset):
         return torch.from_numpy(rows), problems
 
 
-def decode_all(files: list[Path], d: Decoding, item_shape: tuple[int, ...], write: Callable[[np.ndarray], None],
+def decode_all(files: list[str], d: Decoding, item_shape: tuple[int, ...], write: Callable[[np.ndarray], None],
                skip_bad: bool, workers: int) -> list[tuple[int, str]]:
     """Decode every file in order into write(rows) (a bad file's row: zeros); returns the skipped (position,
     message) when skip_bad, else the first bad file is an error. Images that do not fit are always an error."""
@@ -228,21 +227,20 @@ def decode_all(files: list[Path], d: Decoding, item_shape: tuple[int, ...], writ
     return skipped
 
 
-def first_image(listing: ImageList, skip_bad: bool) -> tuple[Path, tuple[int, int], int]:
+def first_image(listing: ImageList, skip_bad: bool) -> tuple[str, tuple[int, int], int]:
     """(file, (width, height), channels) of the first readable image: the reference the others must match."""
     from PIL import Image
 
-    for f in listing.files:
+    for i, f in enumerate(listing.files):
         try:
-            with Image.open(f) as img:
+            with Image.open(listing.path(i)) as img:
                 img.load()
                 return f, img.size, natural_channels(img.mode)
         except Mismatch as e:
-            raise VgmError(f"{f}: {e}") from None
+            raise VgmError(f"{listing.root / f}: {e}") from None
         except Exception as e:
             if not skip_bad:
-                raise VgmError(f"{f.relative_to(listing.root)} is not a readable image ({_one_line(e)}); "
-                               "--skip-bad skips such files") from None
+                raise VgmError(f"{f} is not a readable image ({_one_line(e)}); --skip-bad skips such files") from None
     raise VgmError(f"{listing.root}: none of its {len(listing.files)} image files is readable")
 
 
@@ -259,17 +257,17 @@ def load_folder(root: Path, binarize: str, val_fraction: float, test_fraction: f
                        "the splits")
     first, size, nat = first_image(listing, skip_bad)
     d = Decoding(str(root), channels or nat, (image_size, image_size) if image_size else size,
-                 image_size is not None, channels is not None, crop, str(first.relative_to(root)))
+                 image_size is not None, channels is not None, crop, first)
     n, item_shape = len(listing.files), (d.channels, d.size[1], d.size[0])
     float_bytes = 4 * n * math.prod(item_shape)
-    fingerprints = file_fingerprints(root, listing.files)
+    fingerprint, total_bytes = file_fingerprints(root, listing.files)
     stream = float_bytes > memory_limit
     if stream:
         if binarize != "none":
             raise VgmError(f"--binarize {binarize} needs the images in memory, and {root} ({n:,} images, "
                            f"{float_bytes / 2**30:.1f} GiB as floats) is above the memory limit "
                            f"({memory_limit / 2**30:.1f} GiB): raise --memory-limit, or train on grey levels")
-        description = {"source": str(root), "files": fingerprints,
+        description = {"source": str(root), "files": fingerprint,
                        "options": {"image_size": image_size, "crop": crop, "channels": d.channels,
                                    "skip_bad": skip_bad}}
         croot = cache_root(cache_dir)
@@ -312,6 +310,6 @@ def load_folder(root: Path, binarize: str, val_fraction: float, test_fraction: f
         splits = image_splits(train_x, ly(train_rows), test_x, ly(test_rows), binarize, val_fraction, str(root))
     if listing.classes:
         splits.meta["classes"] = listing.classes
-    record = {"examples": int(len(good)), "files": n, "bytes": int(sum(s for _, s, _ in fingerprints)),
+    record = {"examples": int(len(good)), "files": n, "bytes": total_bytes,
               "skipped": len(skipped), "test_split": "carved" if listing.n_train is None else "given"}
     return splits, record
