@@ -327,6 +327,8 @@ def test_array_layouts_dtypes_and_values(tmp_path):
     one_line_error("'x'", load, str(tmp_path / "named.npz"))
     np.savez(tmp_path / "lab.npz", x=x, y=np.arange(29))
     one_line_error("labels", load, str(tmp_path / "lab.npz"))
+    np.savez(tmp_path / "sizes.npz", train=x, test=x[:5, :, :4])
+    one_line_error("differ from 'train' images", load, str(tmp_path / "sizes.npz"))
     np.savez(tmp_path / "split.npz", train=x, test=x[:5])
     one_line_error("--test-fraction does not apply", load, str(tmp_path / "split.npz"), test_fraction=0.3)
 

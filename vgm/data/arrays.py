@@ -168,7 +168,7 @@ def _load(af: ArrayFile, binarize, val_fraction, test_fraction, layout, memory_l
     else:
         raise VgmError(f"{path} holds arrays {', '.join(map(repr, af.names)) or 'none'}: vgm reads 'train' and "
                        "'test' (with optional 'train_labels', 'test_labels'), or 'x' (with optional 'y')")
-    lay = None
+    lay = item = None
     for name in parts:
         shape, dtype, fortran = af.headers[name]
         check_dtype(dtype, af.source(name))
