@@ -38,6 +38,7 @@ import torch
 
 from ..errors import VgmError
 from ..registry import register_command
+from ..train import derived_seed
 
 MAP_POINTS = 2000          # test examples on the map (the first ones): also those the KL per dimension is averaged on
 NEAREST_POOL = 20000       # training examples searched for the nearest neighbours of an image (the first ones)
@@ -241,9 +242,39 @@ def family_of(model, splits) -> str:
         raise VgmError(f"the run's data ({splits.kind} {tuple(splits.shape)}) do not match its model {shape}")
     if isinstance(model, FlowModel):
         return "flow"
-    if callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None)):
-        return "latent"
-    raise VgmError(f"vgm explore cannot show a {kind} model")
+    if getattr(model, "conditional", False):
+        raise VgmError(f"a {kind} model is conditional on a label; vgm explore does not choose labels")
+    check_posterior(model, shape)
+    return "latent"
+
+
+def standard_prior(prior) -> bool:
+    """True for p(z) = N(0, I), the prior the KL per dimension is measured against."""
+    from torch.distributions import Normal
+    base = getattr(prior, "base_dist", None)
+    return isinstance(base, Normal) and bool((base.loc == 0).all()) and bool((base.scale == 1).all())
+
+
+def check_posterior(model, shape: tuple[int, ...]) -> None:
+    """The sliders, the map and the KL per dimension need q(z|x) to be a diagonal Gaussian over a vector z (or, for
+    an autoencoder, a point) and a prior to draw from; VgmError otherwise (e.g. an IAF posterior, VQ codes)."""
+    from torch.distributions import Normal
+    from ..models.ae import PointMass
+    deterministic = bool(getattr(model, "deterministic", False))
+    try:
+        with torch.no_grad():
+            q = model.encode(torch.zeros(1, *shape, device=model.device))
+            base = getattr(q, "base_dist", q)
+            ok = isinstance(q, PointMass) if deterministic else isinstance(base, Normal)
+            ok = ok and q.mean.dim() == 2 and q.stddev.shape == q.mean.shape
+            model.decode(q.mean)
+            model.prior
+    except (NotImplementedError, TypeError, AttributeError):
+        ok = False
+    if not ok:
+        raise VgmError(f"the run holds a model ({model.kind}) whose q(z|x) is not a diagonal Gaussian over one latent "
+                       "vector (nor, for an autoencoder, a point) with a prior to draw from: vgm explore cannot "
+                       "slide or map it")
 
 
 def factor_per_dim(codes: np.ndarray, factors: np.ndarray, names: list[str]) -> list[dict | None]:
@@ -263,19 +294,16 @@ class Explorer:
     """A loaded run and what its page needs, computed once; the methods answer the page's requests."""
 
     def __init__(self, model, splits, run_dir: Path, seed: int = 0, data_name: str = ""):
-        from ..train import derived_seed
         self.model, self.run_dir, self.seed = model.eval(), Path(run_dir), seed
         self.lock = threading.Lock()             # every use of the model and of torch's random state
         self.tsne_lock = threading.Lock()
         self.tsne: np.ndarray | None = None
         self.draws = 0
-        self.derived_seed = derived_seed
         self.family = family_of(model, splits)
         self.data_name = data_name
         self.binarize = splits.binarize
         c = model.config
         self.levels = int(getattr(c, "levels", 0) or splits.meta.get("levels", 0) or 0)
-        self.info_extra: dict = {}
         if self.family == "sequence":
             self.setup_sequences(splits)
             return
@@ -290,7 +318,7 @@ class Explorer:
     def next_seed(self) -> int:
         """A fresh seed for one random request (reported back, so that the draw can be repeated)."""
         self.draws += 1
-        return self.derived_seed(self.seed, f"explore:{self.draws}")
+        return derived_seed(self.seed, f"explore:{self.draws}")
 
     # -- set-up ---------------------------------------------------------------------------------------------
 
@@ -335,6 +363,10 @@ class Explorer:
             self.factor_of_dim = factor_per_dim(mu.double().numpy(), np.asarray(self.labels), self.label_names)
         self.traversal = self.model.kind in ("betavae", "tcvae")
         self.note = self.likelihood_note()
+        if not self.deterministic and not standard_prior(self.model.prior):
+            self.note = (self.note + "; " if self.note else "") + (
+                "the prior is not N(0, I): the KL per dimension is to N(0, 1); the ELBO's KL is the model's own, "
+                f"estimated from the {ELBO_SAMPLES} draws where it has no closed form")
 
     @staticmethod
     def labels_of(labels, n: int):
@@ -409,20 +441,26 @@ class Explorer:
             x = self.decode_mean(z[None])[0]
         return png(x)
 
+    @torch.no_grad()
     def prior_sample(self, temperature: float) -> dict:
-        """z ~ p(z) at a temperature T: z = μ + T·(z₀ − μ), z₀ ~ p(z)."""
+        """z ~ p(z) at a temperature T, as the model's own sample() draws it: z = μ + T·(z₀ − μ) with z₀ ~ p(z)
+        for a Gaussian prior; z = f⁻¹(T·ε), ε ~ N(0, I), for a flow prior."""
         with self.lock:
             seed = self.next_seed()
             torch.manual_seed(seed)
-            prior = self.model.prior
-            z = prior.sample().cpu()
-            mean = prior.mean.cpu()
-        return {"z": (mean + temperature * (z - mean)).tolist(), "seed": seed}
+            flow = getattr(self.model, "prior_flow", None)
+            if flow is not None:
+                z = flow.inverse(temperature * flow.base.sample((1,)))[0][0]
+            else:
+                prior = self.model.prior
+                z = prior.mean + temperature * (prior.sample() - prior.mean)
+        return {"z": z.cpu().tolist(), "seed": seed}
 
     @torch.no_grad()
     def elbo_terms(self, x: torch.Tensor) -> list[dict]:
         """Per image of x (N, C, H, W): elbo = −(recon + kl) in nats, recon averaged over ELBO_SAMPLES draws
-        z ~ q(z|x) (a fixed seed: the same image always gets the same number), kl in closed form. A dequantized
+        z ~ q(z|x) (a fixed seed: the same image always gets the same number), kl in closed form (under a flow
+        prior, which has none, log q(z|x) − log p(z) averaged over the same draws, as vgm.elbo). A dequantized
         model is scored as `vgm evaluate` scores it (fixed noise, on the discrete scale). Callers hold the lock."""
         from ..data.dequantize import dequantize, eval_noise, log_scale
         from ..elbo import elbo
@@ -433,11 +471,11 @@ class Explorer:
         if getattr(self.model.config, "dequantize", False):
             x = dequantize(x, self.levels, eval_noise(x))
             shift = log_scale(self.levels, x[0].numel())
-        torch.manual_seed(self.derived_seed(self.seed, "explore:elbo"))
+        torch.manual_seed(derived_seed(self.seed, "explore:elbo"))
         n = len(x)
         t = elbo(self.model, x.repeat(ELBO_SAMPLES, *([1] * (x.dim() - 1))))       # (S·N,) one draw each
         recon = t["recon"].reshape(ELBO_SAMPLES, n).double().mean(0).cpu() - shift
-        kl = t["kl"].reshape(ELBO_SAMPLES, n)[0].double().cpu()
+        kl = t["kl"].reshape(ELBO_SAMPLES, n).double().mean(0).cpu()     # closed form, or (flow prior) estimated
         return [{"elbo": -(r + k), "recon": r, "kl": k} for r, k in zip(recon.tolist(), kl.tolist())]
 
     def point(self, i: int) -> dict:
