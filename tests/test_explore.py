@@ -748,6 +748,27 @@ def test_text_samples_and_interpolation(text):
     assert text.request("/api/text/sample?n=65")[0] == 400 and text.request("/api/decode?z=0")[0] == 404
 
 
+def test_vrnn_samples_text_and_has_no_interpolation(tmp_path):
+    """A VRNN has no single latent code per sequence: samples (model.sample under the seed reported), and the
+    interpolation endpoint answers 404 with the reason."""
+    from vgm.models.vrnn import VRNN
+    splits = vgm.load_data("names")
+    torch.manual_seed(0)
+    model = VRNN(alphabet=splits.meta["alphabet"], max_len=splits.meta["max_len"], hidden=16, embed_dim=8,
+                 latent_dim=3)
+    s = Served(write_run(tmp_path / "vrnn", model, "names"))
+    try:
+        assert not s.json("/api/info")["can_interpolate"]
+        res = s.json("/api/text/sample?n=3")
+        torch.manual_seed(res["seed"])
+        with torch.no_grad():
+            assert res["lines"] == to_text(s.explorer.model.sample(3), s.explorer.alphabet)
+        status, _, data = s.request("/api/text/interpolate?a=ann&b=bob")
+        assert status == 404 and "single latent code" in json.loads(data)["error"]
+    finally:
+        s.stop()
+
+
 # ----- the command ---------------------------------------------------------------------------------------------
 
 def one_line_error(capsys, argv: list[str], words: str) -> None:
