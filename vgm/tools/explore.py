@@ -533,12 +533,13 @@ class Explorer:
         a, b = self.mu[i].double(), self.mu[j].double()
         t = torch.linspace(0, 1, steps, dtype=torch.float64)
         paths = {"linear": lerp(a, b, t), "spherical": slerp(a, b, t)}
-        out: dict = {"i": i, "j": j, "t": t.tolist(), "ends": [data_url(self.test[i]), data_url(self.test[j])]}
         with self.lock:
-            for name, z in paths.items():
-                x = self.decode_mean(z.float())
-                scores = self.elbo_terms(x)
-                out[name] = [{"z": zk.tolist(), "image": data_url(xk), **s} for zk, xk, s in zip(z, x, scores)]
+            decoded = {name: self.decode_mean(z.float()) for name, z in paths.items()}
+            scores = {name: self.elbo_terms(x) for name, x in decoded.items()}
+        out: dict = {"i": i, "j": j, "t": t.tolist(), "ends": [data_url(self.test[i]), data_url(self.test[j])]}
+        for name, z in paths.items():
+            out[name] = [{"z": zk.tolist(), "image": data_url(xk), **sk}
+                         for zk, xk, sk in zip(z, decoded[name], scores[name])]
         return out
 
     def traversal_rows(self, z: torch.Tensor, steps: int, span: float) -> dict:
