@@ -251,8 +251,8 @@ def test_tsne_map_keeps_the_neighbours_of_the_means(vae):
 
 
 def test_interpolation_paths_images_and_elbo(vae):
-    """Linear points (1 − t) a + t b, spherical points sin((1 − t)Ω)/sin Ω · a + sin(tΩ)/sin Ω · b, each decoded
-    to the model's mean, each with ELBO = −(E_q[−log p(x|z)] + KL): the KL by torch's closed form, the
+    """Linear points (1 − t) a + t b, spherical points sin((1 − t)Ω)/sin Ω · a + sin(tΩ)/sin Ω · b, each
+    decoded to the model's mean, each with ELBO = −(E_q[−log p(x|z)] + KL): the KL by torch's closed form, the
     reconstruction by 4000 independent draws, within 4 standard errors of the server's 32. Catches a wrong path,
     images of other z, a sign error, a missing KL, and a sum over the draws instead of a mean."""
     e = vae.explorer
@@ -445,7 +445,8 @@ TRAVERSALS = ["/../../../../etc/passwd", "/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passw
 def test_no_request_path_reaches_the_file_system(vae, path):
     """Only exact paths are served (the three assets, read at start-up, and the API): ../ and its encodings, the
     package's own files and the run's files are all 404. Catches any path joined onto a folder."""
-    answer = vae.raw(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n" % vae.port)
+    head = b" HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n" % vae.port
+    answer = vae.raw(b"GET " + path.encode() + head)
     assert answer.startswith(b"HTTP/1.1 404"), answer[:200]
     for secret in (b"root:", b"[build-system]", b"safetensors", b"\"kind\"", b"use strict", b"import "):
         assert secret not in answer
@@ -923,7 +924,8 @@ def test_page_sliders_map_and_drawing_in_a_browser(browser, vae, tmp_path):
     sliders = d.find_elements(By.CSS_SELECTOR, "#sliders input[type=range]")
     assert len(sliders) == 4
     before = canvas_pixels(d, "decoded")
-    ActionChains(d).click_and_hold(sliders[0]).move_by_offset(90, 0).pause(0.2).move_by_offset(60, 0).release().perform()
+    ActionChains(d).click_and_hold(sliders[0]).move_by_offset(90, 0).pause(0.2).move_by_offset(60, 0) \
+        .release().perform()
     assert float(sliders[0].get_attribute("value")) > 0.5
     wait_for(lambda: canvas_pixels(d, "decoded") != before, what="the decoded image to change")
     wait_for(lambda: d.execute_script("return document.getElementById('decoded').dataset.z") ==
@@ -947,7 +949,8 @@ def test_page_sliders_map_and_drawing_in_a_browser(browser, vae, tmp_path):
     ActionChains(d).move_to_element_with_offset(pad, -10, -90).click_and_hold().move_by_offset(5, 60) \
         .move_by_offset(5, 60).release().perform()
     wait_for(lambda: d.execute_script("const r = document.querySelector('#encoded img.recon');"
-                                      "return r !== null && r.complete && r.naturalWidth === 8"), what="a reconstruction")
+                                      "return r !== null && r.complete && r.naturalWidth === 8"),
+             what="a reconstruction")
     assert "ELBO" in d.find_element(By.CSS_SELECTOR, "#encoded .score").text
     assert len(d.find_elements(By.CSS_SELECTOR, "#interp-out .strip-row")) == 2
     artefact(d, tmp_path, "explore_vae.png")

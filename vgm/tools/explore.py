@@ -1,15 +1,17 @@
 """`vgm explore RUN_DIR`: a local web page to look inside a trained model, served by the standard library.
 
 What the page shows depends on the model:
-    VAE family (vae, betavae, tcvae, ae) on images
+    models of images with a diagonal-Gaussian q(z|x) over one vector (vae, betavae, tcvae, iwae, vamp, factorvae,
+    dipvae; an ae's point q too)
         sliders, one per latent dimension, sorted by the dimension's mean KL(q(z_j|x) ‖ N(0, 1)) over the test
         examples shown on the map (inactive ones, KL < 0.1 nats, marked), decoding as they move; the map of the
         test set's posterior means (the latent itself when d ≤ 2, else PCA, or t-SNE on request); interpolation
         between two test examples along the line and the spherical path, with each point's ELBO; a drawn or
         uploaded image's q(z|x), reconstruction, ELBO, KL and nearest training examples (by posterior mean);
         for betavae / tcvae the traversal grid, and on dSprites the factor each dimension tracks best.
-    flows (realnvp, maf, nsf) on images    samples at a temperature, log p(x) and bits/dim of an image.
-    sequence models on text (seqvae, vrnn) samples; seqvae also interpolates between two typed strings.
+    flows (realnvp, maf, nsf, glow) on images    samples at a temperature, log p(x) and bits/dim of an image.
+    sequence models on text (seqvae, vrnn)       samples; seqvae also interpolates between two typed strings.
+Other runs (vectors, real-valued sequences, IAF or VQ posteriors, label-conditional models) are refused in one line.
 
 The model is loaded once; every use of it (and of torch's random state) holds one lock, so the server's threads
 never interleave inside it. No request reaches the file system: the page's three assets are read from the
@@ -39,12 +41,12 @@ import torch
 from ..errors import VgmError
 from ..registry import register_command
 from ..train import derived_seed
+from .metrics import KL_ACTIVE    # nats: a dimension with a smaller mean KL is marked inactive, as `vgm metrics` counts
 
 MAP_POINTS = 2000          # test examples on the map (the first ones): also those the KL per dimension is averaged on
 NEAREST_POOL = 20000       # training examples searched for the nearest neighbours of an image (the first ones)
 NEAREST_K = 8
-KL_ACTIVE = 0.1            # nats: a dimension with a smaller mean KL is marked inactive (as `vgm metrics`)
-ELBO_SAMPLES = 32          # z ~ q(z|x) draws averaged in each ELBO shown (the KL is in closed form)
+ELBO_SAMPLES = 32          # z ~ q(z|x) draws averaged in each ELBO shown (the KL in closed form where there is one)
 MAX_SAMPLES = 64
 MAX_STEPS = 32
 MAX_TRAVERSAL_STEPS = 21
@@ -700,10 +702,12 @@ ROUTES: dict[str, Route] = {
     "/api/traversal": Route("GET", LATENT, ("z", "steps", "span"), lambda e, q, b: as_json(e.traversal_rows(
         q.vector("z", e.d, e.z_limit), q.integer("steps", 2, MAX_TRAVERSAL_STEPS, 9),
         q.number("span", 0.0, e.z_limit, 3.0, lo_open=True)))),
-    "/api/encode": Route("POST", LATENT + FLOW, ("drawn",), lambda e, q, b: as_json(e.encode_image(b, flag(q, "drawn")))),
+    "/api/encode": Route("POST", LATENT + FLOW, ("drawn",), lambda e, q, b: as_json(
+        e.encode_image(b, flag(q, "drawn")))),
     "/api/samples": Route("GET", FLOW, ("n", "t"), lambda e, q, b: as_json(e.flow_samples(
         q.integer("n", 1, MAX_SAMPLES, 16), q.number("t", 0.0, MAX_TEMPERATURE, 1.0, lo_open=True)))),
-    "/api/text/sample": Route("GET", TEXT, ("n",), lambda e, q, b: as_json(e.seq_sample(q.integer("n", 1, MAX_SAMPLES, 10)))),
+    "/api/text/sample": Route("GET", TEXT, ("n",), lambda e, q, b: as_json(e.seq_sample(
+        q.integer("n", 1, MAX_SAMPLES, 10)))),
     "/api/text/interpolate": Route("GET", TEXT, ("a", "b", "steps"), lambda e, q, b: as_json(e.seq_interpolate(
         q.text("a"), q.text("b"), q.integer("steps", 2, MAX_STEPS, 8)))),
 }
