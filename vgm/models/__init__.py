@@ -14,7 +14,12 @@ from .iwae import IWAE, IWAEConfig
 from .vamp import Vamp, VampConfig
 from .iaf import IAF, IAFConfig
 from .hvae import HVAE2, HVAE2Config
+from .factorvae import FactorVAE, FactorVAEConfig
+from .dipvae import DIPVAE, DIPVAEConfig
+from .cvae import CVAE, CVAEConfig
+from .vqvae import VQVAE, VQVAEConfig
 
 __all__ = ["AE", "AEConfig", "PointMass", "VAE", "VAEConfig", "BetaVAE", "BetaVAEConfig", "TCVAE", "TCVAEConfig",
            "SeqVAE", "SeqVAEConfig", "VRNN", "VRNNConfig", "IWAE", "IWAEConfig", "Vamp", "VampConfig", "IAF",
-           "IAFConfig", "HVAE2", "HVAE2Config"]
+           "IAFConfig", "HVAE2", "HVAE2Config", "FactorVAE", "FactorVAEConfig", "DIPVAE", "DIPVAEConfig",
+           "CVAE", "CVAEConfig", "VQVAE", "VQVAEConfig"]
