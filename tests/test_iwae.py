@@ -28,6 +28,15 @@ def test_bernoulli_log_likelihood_equals_log_prob(build):
         torch.testing.assert_close(log_likelihood(plain, x), plain.log_prob(x), rtol=0, atol=1e-8)
 
 
+@pytest.mark.parametrize("shape", [(1, 28, 28), (131,), (2, 127)])     # groups of 112, 1 (prime), 2
+def test_bernoulli_log_likelihood_does_not_underflow_in_float32(shape):
+    # logits 0 give σ(|l|) = ½, the smallest factor: a group's product must stay a normal float32
+    for logits in (torch.zeros(3, *shape), torch.randn(3, *shape) * 30):
+        px = Independent(Bernoulli(logits=logits, validate_args=False), len(shape))
+        x = torch.bernoulli(torch.full(shape, 0.5))
+        torch.testing.assert_close(log_likelihood(px, x), px.log_prob(x), rtol=1e-5, atol=1e-3)
+
+
 def test_log_likelihood_leaves_other_cases_to_log_prob():
     px = Independent(Normal(torch.randn(4, 6), torch.rand(4, 6) + 0.1), 1)
     x = torch.randn(4, 6)
