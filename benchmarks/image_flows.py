@@ -107,6 +107,8 @@ def main() -> None:
                    help="override a config field of every flow (e.g. --set width=32)")
     p.add_argument("--save-dir", help="save each trained flow as a run folder DIR/NAME (vgm.load reads it)")
     p.add_argument("--figure", help="write samples at T = 0.5 / 0.7 / 1.0 of each flow (and the VAE) here")
+    p.add_argument("--figure-only", action="store_true",
+                   help="train nothing: draw the figure from the flows saved earlier in --save-dir")
     p.add_argument("--vae-run", help="a trained VAE run folder whose samples go beside the flows' in the figure")
     a = p.parse_args()
     data = vgm.load_data("mnist", a.data_dir)
@@ -114,7 +116,9 @@ def main() -> None:
           f"{data.meta['levels']} grey levels, {torch.get_num_threads()} threads, {a.minutes:g} CPU-minutes per flow")
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in a.set)}
     rows, trained = [], []
-    for name in a.flows.split(","):
+    if a.figure_only:
+        trained = [(name, vgm.load(f"{a.save_dir}/{name}").eval()) for name in a.flows.split(",")]
+    for name in [] if a.figure_only else a.flows.split(","):
         kind, cfg = FLOWS[name]
         cfg = {**cfg, **overrides}
         torch.manual_seed(a.seed)

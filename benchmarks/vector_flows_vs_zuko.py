@@ -65,6 +65,8 @@ class ZukoFlow:
 
 FLOWS = {
     "vgm-nsf-ar": lambda: VgmFlow("nsf", autoregressive=True, depth=5, hidden=256),
+    "vgm-nsf-ar-drop": lambda: VgmFlow("nsf", autoregressive=True, depth=5, hidden=256, dropout=0.2),
+    "vgm-nsf-ar-128": lambda: VgmFlow("nsf", autoregressive=True, depth=5, hidden=128),
     "vgm-nsf": lambda: VgmFlow("nsf", depth=5, hidden=256),
     "vgm-maf": lambda: VgmFlow("maf", depth=5, hidden=256),
     "zuko-nsf-logit": lambda: ZukoFlow("NSF", True, transforms=5, hidden_features=(256, 256)),
@@ -86,11 +88,14 @@ def test_bits_per_dim(flow, x: torch.Tensor, draws: int = 10) -> float:
     return float(np.mean(out))
 
 
-def train(flow, x: torch.Tensor, budget_s: float, batch_size: int, lr: float, seed: int) -> dict:
+def train(flow, x: torch.Tensor, budget_s: float, batch_size: int, lr: float, seed: int,
+          test_x: torch.Tensor | None = None, every_s: float = 0.0) -> dict:
+    """Adam until budget_s CPU seconds of steps; with every_s > 0, the test bits/dim (one noise draw, outside the
+    budget) every every_s CPU seconds, to see when a flow starts to overfit."""
     params = list(flow.model.parameters())
     opt = torch.optim.Adam(params, lr=lr)
     gen = torch.Generator().manual_seed(seed)
-    seen, steps, cpu = 0, 0, 0.0
+    seen, steps, cpu, next_look, curve = 0, 0, 0.0, every_s, []
     flow.model.train()
     while cpu < budget_s:
         for xb in x[torch.randperm(len(x), generator=gen)].split(batch_size):
@@ -101,10 +106,15 @@ def train(flow, x: torch.Tensor, budget_s: float, batch_size: int, lr: float, se
             opt.step()
             cpu += time.process_time() - t0
             seen, steps = seen + len(xb), steps + 1
+            if every_s and cpu >= next_look:
+                curve.append((round(cpu), round(test_bits_per_dim(flow, test_x, draws=1), 3)))
+                flow.model.train()
+                next_look += every_s
             if cpu >= budget_s:
                 break
-    return {"train_cpu_s": round(cpu, 1), "steps": steps, "epochs": round(seen / len(x), 1),
-            "examples_per_cpu_s": round(seen / cpu, 1)}
+    out = {"train_cpu_s": round(cpu, 1), "steps": steps, "epochs": round(seen / len(x), 1),
+           "examples_per_cpu_s": round(seen / cpu, 1)}
+    return {**out, "test_curve": curve} if curve else out
 
 
 def main() -> None:
@@ -114,6 +124,8 @@ def main() -> None:
     p.add_argument("--seeds", default="0", help="comma-separated seeds (initialisation, shuffling, noise)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--curve-every-s", type=float, default=0.0,
+                   help="also print the test bits/dim (one noise draw) every this many training CPU seconds")
     a = p.parse_args()
     train_x, test_x = digits_split()
     print(f"digits: {len(train_x)} train / {len(test_x)} test, {LEVELS} levels, {torch.get_num_threads()} threads, "
@@ -124,11 +136,12 @@ def main() -> None:
             torch.manual_seed(seed)
             flow = FLOWS[name]()
             row = {"flow": name, "seed": seed, "params": sum(q.numel() for q in flow.model.parameters()),
-                   **train(flow, train_x, a.budget_s, a.batch_size, a.lr, seed)}
+                   **train(flow, train_x, a.budget_s, a.batch_size, a.lr, seed, test_x, a.curve_every_s)}
             row["test_bits_per_dim"] = round(test_bits_per_dim(flow, test_x), 4)
             rows.append(row)
             print(f"{name:15s} seed {seed}  {row['params']:>9,} params  {row['examples_per_cpu_s']:8.0f} ex/CPU-s  "
-                  f"{row['epochs']:7.1f} epochs  test {row['test_bits_per_dim']:.4f} bits/dim", flush=True)
+                  f"{row['epochs']:7.1f} epochs  test {row['test_bits_per_dim']:.4f} bits/dim"
+                  + (f"  curve {row['test_curve']}" if "test_curve" in row else ""), flush=True)
     print(json.dumps({"budget_s": a.budget_s, "threads": torch.get_num_threads(), "rows": rows}))
 
 

@@ -183,6 +183,13 @@ def test_ar_spline_starts_as_identity_and_is_autoregressive():
     j = torch.autograd.functional.jacobian(lambda v: t(v[None])[0][0], x[0])
     assert torch.equal(j.triu(1), torch.zeros_like(j)) and (j.diagonal() > 0).all()
     assert (j.tril(-1).abs() > 0).sum() > 10                       # and depends on the earlier values
+    drop = perturb(MaskedRQSAutoregressive(6, 20, bins=5, bound=3.0, dropout=0.5).double(), 0.5).train()
+    jd = torch.autograd.functional.jacobian(lambda v: drop(v[None])[0][0], x[0])
+    assert torch.equal(jd.triu(1), torch.zeros_like(jd))         # dropout in training keeps the order
+    drop.eval()
+    assert torch.equal(drop(x)[0], drop(x)[0]) and not torch.equal(drop.train()(x)[0], drop(x)[0])
+    with pytest.raises(ValueError, match="autoregressive"):
+        vgm.MODELS["nsf"](input_shape=(2,), dropout=0.2)
 
 
 CONDITIONAL_2D = [("realnvp", dict(depth=3, hidden=16)), ("maf", dict(depth=3, hidden=16)),

@@ -20,14 +20,14 @@ class MaskedRQSAutoregressive(Transform):
     takes_context = True
 
     def __init__(self, features: int, hidden: int, bins: int = 8, bound: float = 5.0, layers: int = 2,
-                 context_features: int = 0):
+                 context_features: int = 0, dropout: float = 0.0):
         super().__init__()
         if bins < 2:
             raise ValueError(f"bins must be >= 2, got {bins}")
         if not bound > 0:
             raise ValueError(f"tail bound must be > 0, got {bound}")
         self.bins, self.bound = bins, bound
-        self.made = MADE(features, hidden, params=3 * bins - 1, layers=layers, context_features=context_features)
+        self.made = MADE(features, hidden, 3 * bins - 1, layers, context_features, dropout)
         identity_spline_bias(self.made.net[-1].bias, bins)
 
     def spline(self, x: torch.Tensor, context: torch.Tensor | None, target: torch.Tensor, inverse: bool

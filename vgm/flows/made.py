@@ -28,10 +28,14 @@ class MaskedLinear(nn.Linear):
 
 
 class MADE(nn.Module):
-    """x (N, D) -> (N, D, P): P outputs per value, output (i, ·) a function of x_<i (and the context) only."""
+    """x (N, D) -> (N, D, P): P outputs per value, output (i, ·) a function of x_<i (and the context) only.
+    dropout > 0: dropout on the hidden units in training (a regulariser; evaluation and sampling use all units)."""
 
-    def __init__(self, features: int, hidden: int, params: int = 2, layers: int = 2, context_features: int = 0):
+    def __init__(self, features: int, hidden: int, params: int = 2, layers: int = 2, context_features: int = 0,
+                 dropout: float = 0.0):
         super().__init__()
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.features, self.params = features, params
         d_in = torch.arange(1, features + 1)
         span = max(1, features - 1)
@@ -43,6 +47,7 @@ class MADE(nn.Module):
         mods, prev = [], d_in
         for _ in range(layers):
             mods += [MaskedLinear(len(prev), hidden, d_hidden[:, None] >= prev[None, :]), nn.ReLU()]
+            mods += [nn.Dropout(dropout)] if dropout else []       # none at 0: the saved layer names stay
             prev = d_hidden
         last = MaskedLinear(hidden, features * params, d_out[:, None] > prev[None, :])
         nn.init.zeros_(last.weight)          # start as the identity transform

@@ -256,6 +256,9 @@ class NSFConfig:
     autoregressive: bool = field(default=False, metadata={
         "help": "RQ-NSF (AR) of Durkan et al. 2019: splines whose parameters come from a MADE (two hidden "
                 "layers of --hidden units), order reversed between layers, instead of coupling layers"})
+    dropout: float = field(default=0.0, metadata={
+        "help": "with --autoregressive: dropout on the MADE's hidden units in training (a regulariser for small "
+                "data sets)"})
     bins: int = field(default=8, metadata={"help": "spline bins K"})
     tail_bound: float = field(default=5.0, metadata={"help": "the spline acts on [-B, B]; identity outside"})
     levels: int = field(default=0, metadata={"help": LEVELS_HELP})
@@ -274,9 +277,11 @@ class NSF(FlowModel):
     def transforms(self, c):
         ts: list[Transform] = []
         cf = self.classes
+        if c.dropout and not c.autoregressive:
+            raise ValueError("--dropout is an option of the autoregressive nsf (--autoregressive)")
         if c.autoregressive:
             for i in range(c.depth):
-                ts.append(MaskedRQSAutoregressive(self.dims, c.hidden, c.bins, c.tail_bound, context_features=cf))
+                ts.append(MaskedRQSAutoregressive(self.dims, c.hidden, c.bins, c.tail_bound, 2, cf, c.dropout))
                 if i < c.depth - 1:
                     ts.append(Reverse(self.dims))
             return ts
