@@ -25,8 +25,14 @@ def ctx_for(n: int, seed: int = 0) -> torch.Tensor:
 
 
 def new_transforms():
-    """(name, transform, event shape, context or None) for every transform this module adds or makes conditional."""
-    torch.manual_seed(0)
+    """(name, transform, event shape, context or None) for every transform this module adds or makes conditional.
+    Built at collection under a forked RNG, so other test modules' draws do not depend on this one."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return build_transforms()
+
+
+def build_transforms():
     inner = Chain([AffineChannelCoupling((2, 2, 2), 6, 1), GaussianPrior((2, 2, 2))])   # below a 1x4x4 scale
     return [
         ("squeeze", Squeeze(IMG8), IMG8, None),
