@@ -85,7 +85,7 @@ def log_px(model, x: torch.Tensor, k: int = 1000, max_elements: int = 2 ** 21) -
     prior = model.prior
     n = x.shape[0]
     chunk = max(1, min(k, max_elements // (max(1, x[0].numel()) * n)))
-    draw = q.rsample if q.has_rsample else q.sample     # rsample: one vectorised normal_ for a Gaussian q
+    draw = q.rsample if getattr(q, "has_rsample", False) else q.sample   # one vectorised normal_ for a Gaussian q
     total = None
     for done in range(0, k, chunk):
         z = draw((min(chunk, k - done),))                          # (s, n, d)
