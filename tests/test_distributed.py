@@ -78,8 +78,9 @@ def test_a_killed_worker_is_restarted_from_the_last_checkpoint(tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "--max-restarts=2",
            "-m", "vgm", "train", *args, "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **ENV}, start_new_session=True)
+    log = open(tmp_path / "torchrun.log", "w")          # a file, not a pipe nobody reads while it runs
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **ENV},
+                            start_new_session=True)
     try:
         deadline = time.time() + 180
         while time.time() < deadline and not _epochs_done(out) >= 2:
@@ -88,11 +89,13 @@ def test_a_killed_worker_is_restarted_from_the_last_checkpoint(tmp_path):
         workers = _children_running_vgm(proc.pid)
         assert workers, "no worker process found"
         os.kill(workers[-1], signal.SIGKILL)
-        _, err = proc.communicate(timeout=240)
+        proc.wait(timeout=420)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        log.close()
+    err = (tmp_path / "torchrun.log").read_text()
     assert proc.returncode == 0, err[-3000:]
     a, b = weights(tmp_path / "ref"), weights(out)
     for k in a:

@@ -16,11 +16,12 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import __version__
 from .checkpoint import load, load_checkpoint, write_json
-from .data import BINARIZE, DATA_DIR_ENV
+from .data import BINARIZE, DATA_DIR_ENV, PathOptions
 from .data import load as load_data
 from .errors import VgmError
 from .options import Parser, add_config_arguments, finite_float, positive_int, seed
@@ -41,11 +42,13 @@ def train_parser(kind: str) -> tuple[Parser, list[str], list[str]]:
     cls = MODELS[kind]
     p = Parser(prog=f"vgm train {kind}", description=(cls.__doc__ or "").strip().splitlines()[0])
     d = p.add_argument_group("data")
-    d.add_argument("--data", default=None, metavar="NAME",
-                   help=f"data set: {', '.join(datasets_for(kind))} (default: {cls.default_data})")
+    d.add_argument("--data", default=None, metavar="NAME|PATH",
+                   help=f"a data set: {', '.join(datasets_for(kind))} (default: {cls.default_data}); or your own "
+                        "data: an image folder, a .npy/.npz array or a .csv/.tsv table")
     d.add_argument("--data-dir", default=None, help=f"where the data are: an MNIST-layout folder, or the file of a file-based dataset (or set {DATA_DIR_ENV})")
     d.add_argument("--binarize", choices=BINARIZE, default=None, help="binarisation of the images (default: none)")
     d.add_argument("--val-fraction", type=finite_float, default=None, help="share of training data held out for validation (default: 0.1)")
+    path_fields = add_config_arguments(p.add_argument_group("your own data (--data PATH)"), PathOptions)
     t = p.add_argument_group("training")
     train_fields = add_config_arguments(t, TrainConfig)
     m = p.add_argument_group(f"model ({kind})")
@@ -57,6 +60,7 @@ def train_parser(kind: str) -> tuple[Parser, list[str], list[str]]:
     p.add_argument("--nproc", type=positive_int, default=None,
                    help="train with N processes on this machine: runs `torchrun --standalone --nproc-per-node N "
                         "-m vgm train ...` (for several machines, call torchrun yourself)")
+    p.set_defaults(path_fields=path_fields)
     return p, train_fields, model_fields
 
 
@@ -100,7 +104,8 @@ def cmd_train(argv: list[str]) -> int:
     cls = MODELS[kind]
     if a.nproc is not None and env_world().size == 1:
         return launch(a.nproc, argv)
-    out = Path(a.out or f"runs/{kind}-{given.get('data', cls.default_data)}")
+    out = Path(a.out or f"runs/{kind}-{Path(given.get('data', cls.default_data)).stem}")
+    path_options = {k: given[k] for k in a.path_fields if k in given and given[k] is not False}
     world = env_world()
     restarted = world.distributed and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
     leftover = out / BACKUP if restarted and a.force else None
@@ -127,12 +132,19 @@ def cmd_train(argv: list[str]) -> int:
         if present and not a.force:
             raise VgmError(f"{out} already holds a run ({present[0]}); use --resume to continue it, "
                            "--force to replace it, or another --out")
-        data_cfg = {**DATA_DEFAULTS, "data": cls.default_data, **data_given}
+        data_cfg = {**DATA_DEFAULTS, "data": cls.default_data, **data_given, "options": path_options}
         train_cfg = TrainConfig(**{k: given[k] for k in train_fields if k in given})
         model_cfg = {k: given[k] for k in model_fields if k in given}
     if out.is_dir() and leftover is None:
         check_no_leftover(out)
-    splits = load_data(data_cfg["data"], data_cfg["data_dir"], data_cfg["binarize"], data_cfg["val_fraction"])
+    if a.resume:
+        splits = run_data(out, given.get("data_dir"), train_cfg.workers)[1]
+    else:
+        splits = load_data(data_cfg["data"], data_cfg["data_dir"], data_cfg["binarize"], data_cfg["val_fraction"],
+                           workers=train_cfg.workers, **path_options)
+        for key in ("source", "standardize", "classes"):        # what the run folder keeps of data from a path
+            if key in splits.meta:
+                data_cfg[key] = splits.meta[key]
     if splits.kind not in cls.data_kinds:
         fit_models = models_for(splits.kind)
         raise VgmError(f"{data_cfg['data']} is {KIND_WORDS.get(splits.kind, splits.kind)}: "
@@ -142,6 +154,8 @@ def cmd_train(argv: list[str]) -> int:
     world = setup(device)          # under torchrun: join the group (every rank checks before rank 0 writes)
     torch.manual_seed(train_cfg.seed)
     fields = {f.name for f in dataclasses.fields(cls.Config)}
+    if not a.resume:                 # options that suit the data (a table: gaussian), unless the user chose
+        model_cfg = {**{k: v for k, v in splits.meta.get("defaults", {}).items() if k in fields}, **model_cfg}
     data_fields = {"input_shape": splits.shape, "dataset_size": len(splits.train), **splits.meta}
     from_data = {k: v for k, v in data_fields.items() if k in fields}
     clash = {k: v for k, v in from_data.items()
@@ -225,7 +239,7 @@ def check_support(model, splits, name: str) -> None:
     c = model.config
     lik = getattr(c, "likelihood", None) if getattr(c, "likelihood", None) in UNIT_INTERVAL else \
         getattr(c, "recon_loss", None) if getattr(c, "recon_loss", None) in UNIT_INTERVAL else None
-    if lik is None or splits.train.dtype == torch.long:
+    if lik is None or splits.streamed or splits.train.dtype == torch.long:    # streamed: 8-bit images in [0, 1]
         return
     lo, hi = float(splits.train.min()), float(splits.train.max())
     if lo < 0 or hi > 1:
@@ -262,6 +276,11 @@ def cmd_evaluate(argv: list[str]) -> int:
     res = {"run": str(a.run_dir), "kind": model.kind, "split": a.split, **scores}
     if isinstance(model, TCVAE):
         res.update(tc_decomposition(model, x, splits.train, a.batch_size))
+    std = splits.meta.get("standardize")
+    if std is not None and res.get("log_px") is not None:     # densities of the table's own units
+        shift = -float(np.log(np.asarray(std["std"], dtype=np.float64)).sum())
+        res.update(elbo_original_units=res["elbo"] + shift, log_px_original_units=res["log_px"] + shift,
+                   units={**res.get("units", {}), "elbo_original_units": "nats", "log_px_original_units": "nats"})
     if a.json:
         finite = lambda v: None if isinstance(v, float) and not math.isfinite(v) else v
         print(json.dumps({k: finite(v) for k, v in res.items()}, allow_nan=False))
@@ -278,6 +297,19 @@ def cmd_evaluate(argv: list[str]) -> int:
     if "note" in res:
         print(f"  note: {res['note']}")
     return 0
+
+
+class original_units:
+    """Maps a run's model values back to its data's units (a table's standardisation), with the column names;
+    the identity for other data."""
+
+    def __init__(self, run_dir: Path):
+        self.standardize = read_run_config(run_dir)["data"].get("standardize")
+        self.columns = None if self.standardize is None else self.standardize["columns"]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        from .data import unstandardize
+        return x if self.standardize is None else unstandardize(x, self.standardize)
 
 
 def split_labels(model, splits, split: str) -> torch.Tensor | None:
@@ -324,6 +356,7 @@ def cmd_sample(argv: list[str]) -> int:
     if not a.temperature > 0:
         raise VgmError(f"--temperature must be > 0, got {a.temperature}")
     model = load(a.run_dir, resolve_device(a.device))
+    units = original_units(a.run_dir)
     torch.manual_seed(a.seed)
     params = inspect.signature(model.sample).parameters
     kw = {}
@@ -341,7 +374,8 @@ def cmd_sample(argv: list[str]) -> int:
     if hasattr(model, "render_samples"):
         model.render_samples(x, out)
     else:
-        save_examples(out, x, title=f"{model.kind}: {a.n} samples" + (f", T = {a.temperature:g}" if a.temperature != 1 else ""))
+        save_examples(out, units(x), title=f"{model.kind}: {a.n} samples" +
+                      (f", T = {a.temperature:g}" if a.temperature != 1 else ""), columns=units.columns)
     print(f"wrote {out}")
     return 0
 
@@ -364,12 +398,14 @@ def cmd_reconstruct(argv: list[str]) -> int:
     _, splits = run_data(a.run_dir, a.data_dir)
     x = checked_split(model, splits, a.split)[:a.n].to(device)
     recon = model.reconstruct(x)
+    units = original_units(a.run_dir)
     if hasattr(model, "render_reconstructions"):
         out = a.out or a.run_dir / "reconstructions.png"
         model.render_reconstructions(x, recon, out)
     else:
         out = a.out or a.run_dir / ("reconstructions.csv" if x.dim() == 2 and x.shape[1] != 2 else "reconstructions.png")
-        save_examples(out, x, recon, title=f"{model.kind}: {len(x)} {a.split} examples and their reconstructions")
+        save_examples(out, units(x), units(recon), columns=units.columns,
+                      title=f"{model.kind}: {len(x)} {a.split} examples and their reconstructions")
     print(f"wrote {out}")
     return 0
 

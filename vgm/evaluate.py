@@ -46,7 +46,7 @@ def evaluate(model, x: torch.Tensor, iw_samples: int = 1000, batch_size: int = 5
         raise VgmError(f"iw_samples must be >= 0 and batch_size >= 1, got {iw_samples} and {batch_size}")
     if x.shape[0] == 0:
         raise VgmError("nothing to evaluate: the split is empty")
-    x = x.to(next(model.parameters()).device)
+    x = x.to(next(model.parameters()).device)          # streamed data stay on disk (read batch by batch)
     was_training = model.training
     model.eval()
     try:
@@ -66,17 +66,21 @@ def evaluate(model, x: torch.Tensor, iw_samples: int = 1000, batch_size: int = 5
 def _evaluate_latent(model, x: torch.Tensor, iw_samples: int, batch_size: int, progress: bool,
                      labels: torch.Tensor | None = None) -> dict:
     n, dims = x.shape[0], x[0].numel()
+    device = next(model.parameters()).device
     levels = model.config.levels if getattr(model.config, "dequantize", False) else 0
+    streamed = not torch.is_tensor(x)            # read from the disk cache batch by batch
     if levels:
+        if streamed:
+            raise VgmError("a dequantized model is evaluated on data held in memory: raise --memory-limit")
         x = dequantize(x, levels, eval_noise(x))
     shift = log_scale(levels, dims) if levels else 0.0
     out: dict = {"n_examples": n, "dims": dims}
     deterministic = getattr(model, "deterministic", False)
     given = (lambda i, j: model) if labels is None else (lambda i, j: model.given(labels[i:j]))
     m1 = given(0, 1)
-    px = m1.decode(m1.encode(x[:1]).mean)
+    px = m1.decode(m1.encode(x[:1].to(device)).mean)
     base = getattr(px, "base_dist", px)
-    binary = bool(((x == 0) | (x == 1)).all())
+    binary = not streamed and bool(((x == 0) | (x == 1)).all())     # streamed data are 8-bit images
     if isinstance(base, Bernoulli) and not binary:
         out["note"] = ("Bernoulli likelihood on grey levels: recon, elbo and log_px are cross-entropies, not "
                        "log-likelihoods of the data (no bits/dim); binarize (--binarize dynamic) or use the "
@@ -93,7 +97,7 @@ def _evaluate_latent(model, x: torch.Tensor, iw_samples: int, batch_size: int, p
     bar = tqdm(total=n, desc=f"evaluating (K={iw_samples})", unit="ex", leave=False,
                disable=not (progress and sys.stderr.isatty()), dynamic_ncols=True)
     for i in range(0, n, batch_size):
-        xb, mb = x[i:i + batch_size], given(i, i + batch_size)
+        xb, mb = x[i:i + batch_size].to(device, non_blocking=True), given(i, i + batch_size)
         if deterministic:
             sums["recon"] += model.loss(xb)["recon"].sum().item()
         else:

@@ -82,26 +82,33 @@ def save_points(path: str | Path, points: torch.Tensor, recons: torch.Tensor | N
     atomic_write(path, buf.getvalue())
 
 
-def save_csv(path: str | Path, columns: dict[str, torch.Tensor]) -> None:
-    """Vectors as a CSV table: each (N, D) tensor gives D columns NAME_0..NAME_{D-1}, one row per example."""
-    names, blocks = [], []
-    for name, t in columns.items():
+def save_csv(path: str | Path, columns: dict[str, torch.Tensor], names: list[str] | None = None) -> None:
+    """Vectors as a CSV table, one row per example: each (N, D) tensor gives D columns, named after the data's
+    own columns (`names`, e.g. a table's header) or NAME_0..NAME_{D-1}; a second tensor's columns get its name."""
+    header, blocks = [], []
+    for i, (name, t) in enumerate(columns.items()):
         a = t.detach().double().cpu().numpy().reshape(t.shape[0], -1)
-        names += [f"{name}_{j}" for j in range(a.shape[1])]
+        if names is not None and len(names) == a.shape[1]:
+            header += list(names) if i == 0 else [f"{name}_{c}" for c in names]
+        else:
+            header += [f"{name}_{j}" for j in range(a.shape[1])]
         blocks.append(a)
+    names = header
     buf = io.StringIO()
     np.savetxt(buf, np.concatenate(blocks, axis=1), delimiter=",", header=",".join(names), comments="", fmt="%.7g")
     atomic_write(path, buf.getvalue().encode())
 
 
-def save_examples(path: str | Path, x: torch.Tensor, recons: torch.Tensor | None = None, title: str = "") -> None:
+def save_examples(path: str | Path, x: torch.Tensor, recons: torch.Tensor | None = None, title: str = "",
+                  columns: list[str] | None = None) -> None:
     """Whatever shape the examples have: images (N, C, H, W) as a grid, 2-D points (N, 2) as a scatter, other
-    vectors (N, D) as a CSV (the file name decides: a .csv path always gets the table)."""
+    vectors (N, D) as a CSV with the data's `columns` names (the file name decides: a .csv path always gets the
+    table)."""
     path = Path(path)
     if path.suffix.lower() == ".csv" or (x.dim() == 2 and x.shape[1] != 2):
         if x.dim() != 2:
             raise VgmError(f"a CSV holds vectors; these examples have shape {tuple(x.shape[1:])} (write a .png)")
-        save_csv(path, {"x": x} if recons is None else {"x": x, "reconstruction": recons})
+        save_csv(path, {"x": x} if recons is None else {"x": x, "reconstruction": recons}, columns)
     elif x.dim() == 2:
         save_points(path, x, recons, title)
     elif x.dim() == 4:

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import torch
 
 from .checkpoint import read_json
-from .data import SPLIT_SEED, Splits
+from .data import SPLIT_SEED, Splits, reload
 from .data import load as load_data
 from .errors import VgmError
 from .train import TrainConfig
@@ -65,9 +64,16 @@ def unstash_run(out: Path, backup: Path) -> None:
     backup.rmdir()
 
 
-def run_data(run_dir: Path, data_dir: str | None) -> tuple[dict, Splits]:
+def run_data(run_dir: Path, data_dir: str | None, workers: int = 0) -> tuple[dict, Splits]:
+    """A run's configuration and its data: a registered data set (from --data-dir where it moved), or the data
+    it read from a path, found again from the record in config.json (at --data-dir PATH where they moved) and
+    checked to be the same data."""
     cfg = read_run_config(run_dir)
     d = dict(cfg["data"])
+    if "source" in d:
+        return cfg, reload(d["source"], d["binarize"], d["val_fraction"], path=data_dir, workers=workers,
+                           cache_dir=d.get("options", {}).get("cache_dir"),
+                           memory_limit=d.get("options", {}).get("memory_limit"))
     if data_dir:
         d["data_dir"] = data_dir
     return cfg, load_data(d["data"], d["data_dir"], d["binarize"], d["val_fraction"])

@@ -46,8 +46,12 @@ class TrainConfig:
                                                            "is reported)"})
     tensorboard: bool = field(default=False, metadata={"help": "write TensorBoard events to RUN_DIR/tensorboard "
                                                                "(pip install vgm[tensorboard])"})
+    workers: int = field(default=0, metadata={"help": "processes that decode image files and read data streamed "
+                                                      "from the disk cache (0: the training process)"})
 
     def __post_init__(self):
+        if self.workers < 0:
+            raise VgmError(f"workers must be >= 0, got {self.workers}")
         for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
             if getattr(self, name) < 1:
                 raise VgmError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -88,9 +92,10 @@ def sum_terms(model, x: torch.Tensor, batch_size: int = 1000, y: torch.Tensor | 
     was_training = model.training
     model.eval()
     sums: dict[str, torch.Tensor] = {}
+    device = next(iter(model.parameters()), torch.empty(0)).device
     try:
         for i in range(0, x.shape[0], batch_size):
-            xb = x[i:i + batch_size]
+            xb = x[i:i + batch_size].to(device, non_blocking=True)     # streamed data: read batch by batch
             terms = model.loss(xb) if y is None else model.loss(xb, y[i:i + batch_size])
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0) + v.sum()
@@ -233,6 +238,8 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
     labels = data.train_labels if getattr(model, "conditional", False) else None
     if getattr(model, "conditional", False) and (labels is None or data.val_labels is None):
         raise VgmError(f"{model.kind} is conditioned on labels, and {data.name or 'these data'} have none")
+    if data.streamed and labels is not None:
+        raise VgmError(f"{model.kind} needs labels, which streamed data do not carry: raise --memory-limit")
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     gen = torch.Generator(device=device)
     run_dir = Path(run_dir) if run_dir is not None else None
@@ -261,23 +268,33 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
     steps = math.ceil(n / B)
     names: list[str] | None = None
     buf = None
+    stream = None
+    if data.streamed:        # batches read from the disk cache by DataLoader workers, shuffled by `gen` each epoch
+        from .data import loader
+        stream = loader(train, B, generator=torch.Generator().manual_seed(0), workers=cfg.workers,
+                        pin_memory=device.type == "cuda", device=device)
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         gen.manual_seed(derived_seed(cfg.seed, f"shuffle:{epoch}"))
         torch.manual_seed(derived_seed(cfg.seed, f"train:{epoch}:{world.rank}"))
-        perm = torch.randperm(n, generator=gen, device=device)
-        xs = train[perm]
-        ys = None if labels is None else labels[perm]
-        if data.binarize == "dynamic":
-            xs = torch.bernoulli(xs, generator=gen)
+        if stream is None:
+            perm = torch.randperm(n, generator=gen, device=device)
+            xs = train[perm]
+            ys = None if labels is None else labels[perm]
+            if data.binarize == "dynamic":
+                xs = torch.bernoulli(xs, generator=gen)
+            batches = (xs[i * B:(i + 1) * B] for i in range(steps))
+        else:
+            stream.order.generator.manual_seed(derived_seed(cfg.seed, f"shuffle:{epoch}"))
+            xs, ys, batches = None, None, iter(stream)
         if step_fn is None:
-            data_dependent_init(model, xs[:B], cfg.seed, None if ys is None else ys[:B])
+            first = xs[:B] if xs is not None else next(iter(loader(train, B)))
+            data_dependent_init(model, first.to(device), cfg.seed, None if ys is None else ys[:B])
             step_fn = training_step(model, cfg, device, world)
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not bars,
                    dynamic_ncols=True, file=sys.stderr)
         checked, seen = 0, 0
-        for i in range(steps):
-            rows = xs[i * B:(i + 1) * B]
+        for i, rows in enumerate(batches):
             y = None if ys is None else ys[i * B:(i + 1) * B]
             if world.distributed:       # rank r's share of the global batch; its loss weighted by its share
                 m = rows.shape[0] - rows.shape[0] % world.size    # (a last batch is cut to a multiple of W)

@@ -137,6 +137,6 @@ def load_table(path: Path, binarize: str, val_fraction: float, test_fraction: fl
     st = Standardization.fit(train, table.columns)
     t = lambda a: torch.as_tensor(st.apply(a), dtype=torch.float32)
     splits = Splits(t(train), t(val), t(test), meta={"levels": 0, "standardize": st.to_meta(),
-                                                     "defaults": {"likelihood": "gaussian"}})
+                                                     "defaults": {"likelihood": "gaussian", "sigma": 1.0, "learn_sigma": True}})
     return splits, {"examples": n, "files": 1, "bytes": path.stat().st_size, "dropped": table.dropped,
                     "test_split": "carved"}
