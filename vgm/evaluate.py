@@ -50,7 +50,8 @@ def evaluate(model, x: torch.Tensor, iw_samples: int = 1000, batch_size: int = 5
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        device_type = next(model.parameters()).device.type
+        with torch.no_grad(), torch.autocast(device_type, enabled=False):     # fp32 whatever the training used
             own = getattr(model, "evaluate", None)
             conditional = getattr(model, "conditional", False)
             if conditional and (labels is None or len(labels) != len(x)):
