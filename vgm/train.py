@@ -188,7 +188,10 @@ def all_finite(model, opt: torch.optim.Optimizer) -> bool:
     """Whether every floating weight, buffer and optimizer-state tensor is finite (one device sync)."""
     tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
     tensors += [t for st in opt.state.values() for t in st.values() if torch.is_tensor(t) and t.is_floating_point()]
-    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
+    by_device: dict[torch.device, list[torch.Tensor]] = {}
+    for t in tensors:                 # Adam's step counters stay on the CPU beside CUDA weights
+        by_device.setdefault(t.device, []).append(torch.isfinite(t).all())
+    return all(bool(torch.stack(flags).all()) for flags in by_device.values())
 
 
 def rng_state(gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
