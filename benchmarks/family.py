@@ -28,18 +28,7 @@ from vgm.experiments.beta_sweep import FULL, QUICK, measure
 from vgm.models import CVAE, VAE, VQVAE, BetaVAE, DIPVAE, FactorVAE, TCVAE
 from vgm.plots import save_examples
 from vgm.tools.sample_quality import train_scorer
-import vgm.train as train_module
 from vgm.train import TrainConfig, fit
-
-def all_finite_any_device(model, opt) -> bool:
-    """vgm.train.all_finite, with each check moved to one device: Adam keeps its `step` counts on the CPU while the
-    weights are on a GPU, and torch.stack of the two fails (vgm.train's own version; reported, left to its owner)."""
-    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
-    tensors += [t for st in opt.state.values() for t in st.values() if torch.is_tensor(t) and t.is_floating_point()]
-    return bool(torch.stack([torch.isfinite(t).all().cpu() for t in tensors]).all()) if tensors else True
-
-
-train_module.all_finite = all_finite_any_device
 
 DISENTANGLE = [("betavae", BetaVAE, {"beta": 4.0}), ("tcvae", TCVAE, {"beta": 6.0}),
                ("factorvae", FactorVAE, {"gamma": 35.0}), ("dipvae", DIPVAE, {"dip_type": "i"})]
