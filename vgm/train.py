@@ -338,7 +338,9 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
                     bar.update(i + 1 - checked)
                 checked, seen = i + 1, 0
         bar.close()
-        if not all(all_finite(model, o) for o in opts):
+        finite = all(all_finite(model, o) for o in opts)         # (a sync: the epoch's steps are done here)
+        train_seconds = time.perf_counter() - t0
+        if not finite:
             restore_best(model, best_state, run_dir, best_epoch)
             raise nan_error(f"the weights became NaN or infinite in epoch {epoch + 1} (a NaN or infinite "
                             "gradient)", run_dir, history)
@@ -352,7 +354,7 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
         row = {"epoch": epoch + 1,
                "train": {k: s / n_seen for k, s in zip(names, sums)},
                "val": val,
-               "seconds": round(time.perf_counter() - t0, 3)}
+               "seconds": round(time.perf_counter() - t0, 4), "train_seconds": round(train_seconds, 4)}
         history.append(row)
         score = selection_score(row["val"])
         improved = score > best
