@@ -322,7 +322,7 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
             if buf is None:
                 names = list(terms)
                 buf = torch.zeros(steps, len(names), device=device)
-            buf[i] = torch.stack([v.detach().sum() for v in terms.values()])
+            torch.sum(torch.stack(list(terms.values())).detach(), dim=1, out=buf[i])    # one kernel per step
             if (i + 1) % cfg.log_every == 0 or i + 1 == steps:
                 window = buf[checked:i + 1]
                 finite = torch.isfinite(window).all(dim=1)
