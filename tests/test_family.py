@@ -224,7 +224,7 @@ def test_cvae_cli_trains_samples_a_label_and_refuses_unlabelled_data(tmp_path):
 
 def small_vq(**kw) -> VQVAE:
     torch.manual_seed(0)
-    return VQVAE(input_shape=(1, 8, 8), codebook_size=6, code_dim=3, channels=8, prior_width=16, prior_layers=1,
+    return VQVAE(input_shape=(1, 8, 8), codebook_size=6, code_dim=3, width=8, prior_width=16, prior_layers=1,
                  **kw)
 
 
@@ -304,7 +304,7 @@ def test_codebook_stats_and_the_prior_nll_are_exact():
     want = -torch.log_softmax(logits, -1).gather(2, codes[..., None]).squeeze(2).sum(1)
     assert torch.allclose(m.code_prior.nll(codes), want)
     # the chain rule: Σ over all 6^2 grids of a 2-position prior's probabilities is 1
-    two = VQVAE(input_shape=(1, 4, 8), codebook_size=6, code_dim=2, channels=4, downsample=2, prior_width=16,
+    two = VQVAE(input_shape=(1, 4, 8), codebook_size=6, code_dim=2, width=4, downsample=2, prior_width=16,
                 prior_layers=1)
     grids = torch.cartesian_prod(torch.arange(6), torch.arange(6))
     assert torch.exp(-two.code_prior.nll(grids)).sum().item() == pytest.approx(1.0, abs=1e-5)
@@ -314,7 +314,7 @@ def test_vqvae_resumes_exactly_and_evaluates(tmp_path):
     data = vgm.load_data("digits")
     data.train = data.train[:256]
     cfg = dict(batch_size=64, seed=2)
-    kw = dict(input_shape=(1, 8, 8), codebook_size=8, code_dim=3, channels=8, prior_width=16, prior_layers=1,
+    kw = dict(input_shape=(1, 8, 8), codebook_size=8, code_dim=3, width=8, prior_width=16, prior_layers=1,
               ema=True, likelihood="gaussian")
     torch.manual_seed(0)
     whole = VQVAE(**kw)

@@ -43,7 +43,7 @@ class VQVAEConfig:
     input_shape: tuple[int, ...] = (1, 28, 28)
     codebook_size: int = field(default=128, metadata={"help": "K, the number of codes"})
     code_dim: int = field(default=16, metadata={"help": "D, the dimension of each code"})
-    channels: int = field(default=64, metadata={"help": "channels of the convolutional encoder and decoder"})
+    width: int = field(default=64, metadata={"help": "channels of the convolutional encoder and decoder"})
     downsample: int = field(default=2, metadata={"help": "stride-2 convolutions: a 28x28 image gives a 7x7 grid"})
     commitment: float = field(default=0.25, metadata={"help": "β, weight of the commitment loss"})
     ema: bool = field(default=False, metadata={"help": "update the codebook by exponential moving averages"})
@@ -89,12 +89,12 @@ class VQVAE(Model):
         c.input_shape = tuple(c.input_shape)
         if c.codebook_size < 2:
             raise ValueError(f"codebook_size must be >= 2 (one code carries no information), got {c.codebook_size}")
-        if c.code_dim < 1 or c.channels < 1 or c.downsample < 1 or c.commitment < 0 or not 0 < c.decay < 1:
-            raise ValueError("code_dim, channels and downsample must be >= 1, commitment >= 0, 0 < decay < 1")
+        if c.code_dim < 1 or c.width < 1 or c.downsample < 1 or c.commitment < 0 or not 0 < c.decay < 1:
+            raise ValueError("code_dim, width and downsample must be >= 1, commitment >= 0, 0 < decay < 1")
         if len(c.input_shape) != 3 or any(s % 2 ** c.downsample for s in c.input_shape[1:]):
             raise ValueError(f"{self.kind} needs images (C, H, W) with H and W divisible by 2^downsample = "
                              f"{2 ** c.downsample}, got {c.input_shape}")
-        ch, k, d = c.channels, c.codebook_size, c.code_dim
+        ch, k, d = c.width, c.codebook_size, c.code_dim
         enc: list[nn.Module] = []
         for i in range(c.downsample):
             enc += [nn.Conv2d(c.input_shape[0] if i == 0 else ch, ch, 4, 2, 1), nn.ReLU()]
