@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,3 +49,27 @@ def run_cli(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProce
     e = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), **(env or {})}
     return subprocess.run([sys.executable, "-m", "vgm.cli", *map(str, args)], cwd=cwd, env=e,
                           capture_output=True, text=True, timeout=timeout)
+
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+BROWSER_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync")
+
+
+def chromium_or_skip() -> Path:
+    """Debian's chromium + chromedriver, installed with apt-get when absent (as root), and selenium; else the
+    calling test skips, saying why."""
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
+            pytest.skip(f"{CHROMIUM} or {CHROMEDRIVER} is missing and cannot be installed here (needs root and "
+                        "apt-get): apt-get install chromium chromium-driver")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium", "chromium-driver"]
+        r = subprocess.run(install, env=env, capture_output=True, text=True, timeout=1200)
+        if r.returncode != 0:     # stale or missing package lists: refresh once and retry
+            subprocess.run(["apt-get", "update"], env=env, capture_output=True, text=True, timeout=600)
+            r = subprocess.run(install, env=env, capture_output=True, text=True, timeout=1200)
+        if r.returncode != 0 or not CHROMEDRIVER.exists():
+            pytest.skip(f"could not install chromium with apt-get: {(r.stderr or r.stdout).strip()[-300:]}")
+    pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[test]')")
+    return CHROMIUM

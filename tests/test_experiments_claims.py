@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,7 @@ import pytest
 import torch
 
 import vgm
-from conftest import run_cli
+from conftest import BROWSER_FLAGS, CHROMEDRIVER, chromium_or_skip, run_cli
 from vgm.cli import main
 from vgm.experiments import load_all, write_results
 from vgm.experiments.common import pyplot, save_figure
@@ -186,28 +184,12 @@ def test_same_seed_same_numbers():
 
 # --- vgm report ---------------------------------------------------------------------------------------------
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1280,900")
+FLAGS = (*BROWSER_FLAGS, "--window-size=1280,900")
 
 
 @pytest.fixture(scope="session")
 def chromium() -> Path:
-    """Debian's chromium + chromedriver, installed with apt-get when absent (as root); else the test skips."""
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
-            pytest.skip(f"{CHROMIUM} or {CHROMEDRIVER} is missing and cannot be installed here (needs root and "
-                        "apt-get): apt-get install chromium chromium-driver")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium", "chromium-driver"]
-        r = subprocess.run(install, env=env, capture_output=True, text=True, timeout=1200)
-        if r.returncode != 0:     # stale or missing package lists: refresh once and retry
-            subprocess.run(["apt-get", "update"], env=env, capture_output=True, text=True, timeout=600)
-            r = subprocess.run(install, env=env, capture_output=True, text=True, timeout=1200)
-        if r.returncode != 0 or not CHROMEDRIVER.exists():
-            pytest.skip(f"could not install chromium with apt-get: {(r.stderr or r.stdout).strip()[-300:]}")
-    pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[test]')")
-    return CHROMIUM
+    return chromium_or_skip()
 
 
 def foreign_experiment(root: Path) -> None:

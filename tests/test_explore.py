@@ -26,7 +26,7 @@ from PIL import Image
 from torch.distributions import Normal, kl_divergence
 
 import vgm
-from conftest import REPO
+from conftest import BROWSER_FLAGS, CHROMEDRIVER, CHROMIUM, REPO, chromium_or_skip
 from vgm.cli import main
 from vgm.data.dequantize import eval_noise
 from vgm.data.tokens import encode_known, to_text
@@ -839,28 +839,13 @@ def test_serves_warns_for_another_host_and_stops_on_ctrl_c(runs):
 
 # ----- the page in a browser -----------------------------------------------------------------------------------
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1280,1400")
+FLAGS = (*BROWSER_FLAGS, "--window-size=1280,1400")
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    """Debian's chromium + chromedriver driven by Selenium (installed with apt-get when absent, as root; else the
-    tests skip), as tests/test_experiments_claims.py's report test does."""
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
-            pytest.skip(f"{CHROMIUM} or {CHROMEDRIVER} is missing and cannot be installed here (needs root and "
-                        "apt-get): apt-get install chromium chromium-driver")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium", "chromium-driver"]
-        r = subprocess.run(install, env=env, capture_output=True, text=True, timeout=1200)
-        if r.returncode != 0:
-            subprocess.run(["apt-get", "update"], env=env, capture_output=True, text=True, timeout=600)
-            r = subprocess.run(install, env=env, capture_output=True, text=True, timeout=1200)
-        if r.returncode != 0 or not CHROMEDRIVER.exists():
-            pytest.skip(f"could not install chromium with apt-get: {(r.stderr or r.stdout).strip()[-300:]}")
-    pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[test]')")
+    """Debian's chromium + chromedriver driven by Selenium (installed when absent, else the tests skip)."""
+    chromium_or_skip()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     opts = webdriver.ChromeOptions()
