@@ -1,5 +1,5 @@
 """Image flows on mnist10k in a budget of training CPU time: test bits/dim, training and sampling throughput, and
-samples at temperatures 0.5 / 0.7 / 1.0 (beside a VAE's, from a run folder).
+samples at temperatures 0.5 / 0.7 / 1.0 (beside a VAE's, from a run folder); glow-cond: class-conditional Glow.
 
     OMP_NUM_THREADS=1 python benchmarks/image_flows.py --data-dir ../shared/data/mnist10k --minutes 10
     OMP_NUM_THREADS=1 python benchmarks/image_flows.py --flows glow --minutes 10 --figure docs/glow_samples.png \\
@@ -9,9 +9,9 @@ Each flow trains with Adam (lr 1e-3, batches of 128, the model's data-dependent 
 until `--minutes` of process CPU time (time.process_time, all threads together, training steps only) are spent;
 the validation split is scored after every epoch and at the end (outside the budget), and the best of those
 weights are scored by vgm.evaluate on the whole mnist10k test split (2,000 images), with the fixed dequantization
-noise of `vgm evaluate`. CPU time, not wall-clock time, so that other jobs on a shared machine do not shrink the
-budget. Sampling throughput: images per second (wall and CPU) of model.sample(64). Prints a table row per flow,
-then the JSON.
+noise of `vgm evaluate` (a conditional flow: the marginal over the labels, and given the label). CPU time, not
+wall-clock time, so that other jobs on a shared machine do not shrink the budget. Sampling throughput: images per
+second (wall and CPU) of model.sample(64). Prints a table row per flow, then the JSON.
 """
 from __future__ import annotations
 
@@ -27,22 +27,32 @@ import vgm
 FLOWS = {
     "glow": ("glow", dict(levels_l=2, steps_k=8, width=64)),
     "realnvp-ms": ("realnvp", dict(multiscale=True, scales=3, hidden=64)),
+    "glow-cond": ("glow", dict(levels_l=2, steps_k=8, width=64, conditional=True)),
 }
 TEMPERATURES = (0.5, 0.7, 1.0)
 
 
+def val_bits(model, x: torch.Tensor, labels: torch.Tensor | None) -> float:
+    """bits/dim on x with vgm evaluate's fixed noise; a conditional model is scored given the labels."""
+    if model.conditional:
+        return vgm.evaluate(model, x, batch_size=500, labels=labels)["bits_per_dim"]
+    return vgm.evaluate(model, x, batch_size=500)["bits_per_dim"]
+
+
 def train_in_budget(model, data, budget_s: float, batch_size: int, lr: float, seed: int) -> dict:
-    """Adam on model.loss until budget_s CPU seconds of training steps; the best validation weights are kept."""
+    """Adam on model.loss until budget_s CPU seconds of training steps; the best validation weights are kept.
+    A conditional model gets each batch's labels: model.loss(x, labels)."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     seen, steps, train_s, wall0, epoch = 0, 0, 0.0, time.perf_counter(), 0
     best, best_epoch, best_state, curve = -math.inf, 0, None, []
     while train_s < budget_s:
         model.train()
-        xs = data.train[torch.randperm(len(data.train), generator=gen)]
-        for xb in xs.split(batch_size):
+        perm = torch.randperm(len(data.train), generator=gen)
+        xs, ys = data.train[perm], data.train_labels[perm]
+        for xb, yb in zip(xs.split(batch_size), ys.split(batch_size)):
             t0 = time.process_time()
-            loss = model.loss(xb)["loss"].mean()
+            loss = (model.loss(xb, yb) if model.conditional else model.loss(xb))["loss"].mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -51,7 +61,7 @@ def train_in_budget(model, data, budget_s: float, batch_size: int, lr: float, se
             if train_s >= budget_s:
                 break
         epoch += 1
-        val = vgm.evaluate(model, data.val, batch_size=500)["bits_per_dim"]
+        val = val_bits(model, data.val, data.val_labels)
         curve.append((round(seen / len(data.train), 2), round(train_s, 1), round(val, 4)))
         print(f"  epoch {seen / len(data.train):6.2f}  {train_s:7.1f} CPU-s  val {val:.4f} bits/dim", flush=True)
         if not math.isfinite(val):
@@ -73,6 +83,21 @@ def sampling_speed(model, n: int = 64) -> dict:
     model.sample(n)
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     return {"sample_images_per_s": round(n / wall, 1), "sample_images_per_cpu_s": round(n / cpu, 1)}
+
+
+def save_class_figure(path: str, model, seed: int, temperature: float = 0.7, per_class: int = 12) -> None:
+    """A conditional flow's samples: one row per class label, at one temperature."""
+    from vgm.plots import grid, pyplot
+    plt = pyplot()
+    torch.manual_seed(seed)
+    labels = torch.arange(model.n_classes).repeat_interleave(per_class)
+    x = model.sample(len(labels), temperature=temperature, label=labels)
+    fig, ax = plt.subplots(figsize=(per_class * 0.45, model.n_classes * 0.5), layout="tight")
+    ax.imshow(grid(x, per_class), cmap="gray", vmin=0, vmax=1)
+    ax.set_title(f"{model.kind} --conditional: row k = samples given label k, T = {temperature}", fontsize=8)
+    ax.axis("off")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def save_figure(path: str, rows: list[tuple[str, object]], seed: int) -> None:
@@ -107,6 +132,7 @@ def main() -> None:
                    help="override a config field of every flow (e.g. --set width=32)")
     p.add_argument("--save-dir", help="save each trained flow as a run folder DIR/NAME (vgm.load reads it)")
     p.add_argument("--figure", help="write samples at T = 0.5 / 0.7 / 1.0 of each flow (and the VAE) here")
+    p.add_argument("--class-figure", help="write a conditional flow's samples, a row per label, here")
     p.add_argument("--figure-only", action="store_true",
                    help="train nothing: draw the figure from the flows saved earlier in --save-dir")
     p.add_argument("--vae-run", help="a trained VAE run folder whose samples go beside the flows' in the figure")
@@ -126,9 +152,11 @@ def main() -> None:
         print(f"{name}: {kind} {cfg}", flush=True)
         row = {"flow": name, "kind": kind, "config": cfg, "params": sum(q.numel() for q in model.parameters()),
                **train_in_budget(model, data, 60 * a.minutes, a.batch_size, a.lr, a.seed)}
-        res = vgm.evaluate(model, data.test, batch_size=500)
+        res = model.evaluate(data.test) if model.conditional else vgm.evaluate(model, data.test, batch_size=500)
         row.update(test_log_px=round(res["log_px"], 2), test_bits_per_dim=round(res["bits_per_dim"], 4),
                    **sampling_speed(model))
+        if model.conditional:
+            row["test_bits_per_dim_given_label"] = round(val_bits(model, data.test, data.test_labels), 4)
         rows.append(row)
         trained.append((name, model))
         if a.save_dir:
@@ -136,7 +164,10 @@ def main() -> None:
         print(f"{name:11s} {row['params']:>9,} params  {row['train_images_per_cpu_s']:7.1f} train img/CPU-s  "
               f"{row['sample_images_per_s']:7.1f} sampled img/s  {row['epochs']:6.2f} epochs (best {row['best_epoch']})"
               f"  test {row['test_bits_per_dim']:.4f} bits/dim", flush=True)
+    if a.class_figure:
+        save_class_figure(a.class_figure, next(m for _, m in trained if m.conditional), a.seed)
     if a.figure:
+        trained = [(n, m) for n, m in trained if not m.conditional]
         if a.vae_run:
             trained.append(("vae", vgm.load(a.vae_run).eval()))
         save_figure(a.figure, trained, a.seed)

@@ -140,7 +140,7 @@ def test_multiscale_with_identity_steps_is_exactly_the_base_density():
 
 def small_image_model(kind: str, shape=(1, 4, 4), conditional=False, **kw):
     torch.manual_seed(1)
-    model = vgm.MODELS[kind](input_shape=shape, levels=17, conditional=conditional, classes=3, **kw).double()
+    model = vgm.MODELS[kind](input_shape=shape, levels=17, conditional=conditional, num_classes=3, **kw).double()
     c = torch.arange(64) % 3 if conditional else None
     model.flow(torch.rand(64, *shape, dtype=torch.float64), model.flow.context_tensor(c, 64))    # ActNorm init
     return perturb(model, 0.05)
@@ -163,7 +163,7 @@ def test_image_model_inverse_logdet_and_sampling(kind, kw, conditional):
     label = 2 if conditional else None
     x, logp = model.flow.sample_and_log_prob((5,), label)
     assert x.shape == (5, 1, 4, 4) and torch.allclose(model.flow.log_prob(x, label), logp, atol=1e-5)
-    xs = model.sample(7, temperature=0.7, context=label)
+    xs = model.sample(7, temperature=0.7, label=label)
     levels = xs * 16
     assert xs.shape == (7, 1, 4, 4) and torch.equal(levels, levels.round())      # back on the grey levels
 
@@ -205,7 +205,7 @@ CONDITIONAL_2D = [("realnvp", dict(depth=3, hidden=16)), ("maf", dict(depth=3, h
 @pytest.mark.parametrize("kind,kw", CONDITIONAL_2D, ids=["realnvp", "maf", "nsf", "nsf-ar"])
 def test_conditional_densities_differ_and_each_integrates_to_one(kind, kw):
     torch.manual_seed(2)
-    model = vgm.MODELS[kind](input_shape=(2,), conditional=True, classes=3, **kw).double()
+    model = vgm.MODELS[kind](input_shape=(2,), conditional=True, num_classes=3, **kw).double()
     model.flow(torch.randn(64, 2, dtype=torch.float64), model.flow.context_tensor(torch.arange(64) % 3, 64))
     perturb(model, 0.15, seed=3).eval()
     n, lim = 400, 10.0
@@ -213,7 +213,7 @@ def test_conditional_densities_differ_and_each_integrates_to_one(kind, kw):
     pts = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1).reshape(-1, 2)
     cell = (axis[1] - axis[0]).item() ** 2
     with torch.no_grad():
-        logps = [model.log_prob(pts, context=k) for k in range(3)]
+        logps = [model.log_prob(pts, y=k) for k in range(3)]
     for lp in logps:
         assert abs(lp.exp().sum().item() * cell - 1) < 5e-3
     for a in range(3):
@@ -243,7 +243,7 @@ def test_conditional_flow_learns_the_label():
     y = torch.randint(0, 2, (3000,), generator=g)
     x = means[y] + 0.4 * torch.randn(3000, 2, generator=g)
     torch.manual_seed(0)
-    model = vgm.MODELS["realnvp"](input_shape=(2,), depth=2, hidden=16, conditional=True, classes=2)
+    model = vgm.MODELS["realnvp"](input_shape=(2,), depth=2, hidden=16, conditional=True, num_classes=2)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(3):
         for i in range(0, 2500, 100):
@@ -252,11 +252,11 @@ def test_conditional_flow_learns_the_label():
             loss.backward()
             opt.step()
     xt, yt = x[2500:], y[2500:]
-    right = model.evaluate(xt, context=yt)["log_px"]
-    wrong = model.evaluate(xt, context=1 - yt)["log_px"]
+    right = model.evaluate(xt, labels=yt)["log_px"]
+    wrong = model.evaluate(xt, labels=1 - yt)["log_px"]
     assert right > wrong + 5
     for k in range(2):
-        s = model.sample(500, context=k)
+        s = model.sample(500, label=k)
         near = ((s - means[k]).norm(dim=1) < (s - means[1 - k]).norm(dim=1)).float().mean()
         assert near > 0.95, near
     ev = model.evaluate(xt)                                           # no labels: the marginal, a true density
@@ -272,12 +272,12 @@ def test_marginal_evaluation_uses_one_noise_draw_for_every_label():
         per = torch.stack([model.log_prob(x, u, k) for k in range(3)])
     expect = (torch.logsumexp(per, 0) - math.log(3)).mean().item()
     assert model.evaluate(x)["log_px"] == pytest.approx(expect, rel=1e-6)
-    assert model.evaluate(x, context=torch.full((6,), 2))["log_px"] == pytest.approx(per[2].mean().item(), rel=1e-6)
+    assert model.evaluate(x, labels=torch.full((6,), 2))["log_px"] == pytest.approx(per[2].mean().item(), rel=1e-6)
 
 
 def test_bad_context_and_temperature_are_vgm_errors():
     torch.manual_seed(0)
-    cond = vgm.MODELS["realnvp"](input_shape=(2,), depth=1, hidden=4, conditional=True, classes=3)
+    cond = vgm.MODELS["realnvp"](input_shape=(2,), depth=1, hidden=4, conditional=True, num_classes=3)
     plain = vgm.MODELS["realnvp"](input_shape=(2,), depth=1, hidden=4)
     vec = Flow([AffineCoupling((2,), 4, 0, context_features=2)], (2,), context_features=2)
     x = torch.randn(4, 2)
@@ -290,7 +290,7 @@ def test_bad_context_and_temperature_are_vgm_errors():
              (lambda: vec.sample((2,), torch.tensor([float("nan"), 0.0])), "NaN"),
              (lambda: cond.sample(2, temperature=0), "temperature"),
              (lambda: vec.sample((2,), torch.zeros(2), temperature=-0.5), "temperature"),
-             (lambda: cond.evaluate(x, context=torch.zeros(3)), "labels")]
+             (lambda: cond.evaluate(x, labels=torch.zeros(3)), "labels")]
     for fn, words in cases:
         with pytest.raises(vgm.VgmError, match=words):
             fn()
@@ -317,7 +317,16 @@ def test_cli_glow_on_digits_and_its_bad_input(tmp_path):
     assert r.returncode == 0, r.stderr
     r = run_cli("sample", run, "-n", "16", "--temperature", "0.7", "--out", tmp_path / "s.png")
     assert r.returncode == 0 and (tmp_path / "s.png").stat().st_size > 500, r.stderr
+    cond = tmp_path / "cond"
+    r = run_cli("train", "glow", "--data", "digits", "--conditional", "--epochs", "1", "--levels-l", "1",
+                "--steps-k", "1", "--width", "8", "--out", cond, "--quiet")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("sample", cond, "-n", "8", "--label", "3", "--out", tmp_path / "three.png")
+    assert r.returncode == 0 and (tmp_path / "three.png").stat().st_size > 500, r.stderr
+    r = run_cli("evaluate", cond, "--json")
+    assert r.returncode == 0 and "labels given" in r.stdout, r.stderr + r.stdout
     for argv, words in ((["train", "glow", "--data", "digits", "--levels-l", "4"], "largest valid is --levels-l 3"),
+                        (["sample", cond, "--label", "10"], "0..9"),
                         (["train", "realnvp", "--data", "digits", "--multiscale", "--scales", "5"], "--scales 4"),
                         (["train", "glow", "--data", "moons"], "glow takes images"),
                         (["sample", run, "--temperature", "0"], "temperature")):

@@ -6,9 +6,10 @@ For images with L grey levels the dequantization and logit Jacobians are counted
 discrete scale of vgm.dequantize (log P(k) ≥ E_u log p(y) − D log L): the same scale as a VAE trained with
 --dequantize, and bits/dim as papers report them. For continuous (2-D) data log p(x) is the plain density.
 
-Conditional (--conditional): every conditioner also sees the one-hot class label y ∈ 0..classes−1, so the model is
-p(x | y); loss(x, y) and sample(n, context=y) take the labels. Without labels, evaluate() scores the marginal
-p(x) = (1/C) Σ_y p(x | y) (exact, C passes) and sample() draws y uniformly.
+Conditional (--conditional): every conditioner also sees the one-hot class label y ∈ 0..C−1, so the model is
+p(x | y) (`conditional = True`: the trainer calls loss(x, y), vgm.evaluate passes the labels, sample(n, label=y)).
+Called without labels, evaluate() scores the marginal p(x) = (1/C) Σ_y p(x | y) (exact, C passes), and sample()
+cycles through the labels, as the cvae does.
 """
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ LEVELS_HELP = "grey levels of the data; set from the dataset (0: continuous data
 ALPHA_HELP = "logit pre-processing: logit(α + (1 − 2α) y) on dequantized images"
 ARCH_HELP = "coupling conditioner: MLP on the flattened masked values, or (images) a 3-layer CNN"
 CONDITIONAL_HELP = "model p(x | label): the conditioners see the one-hot class label (labelled data)"
-CLASSES_HELP = "number of classes of the labels (with --conditional)"
+NUM_CLASSES_HELP = "K, the classes of the labels (with --conditional), for data that do not name their classes"
+CLASS_NAMES_HELP = "class names (set from a labelled folder); their number is K"
 
 
 def check_levels_fit(shape: tuple[int, ...], times: int, option: str, extra: int = 0) -> None:
@@ -66,11 +68,13 @@ class FlowModel(Model):
             raise ValueError(f"levels must be 0 (continuous) or >= 2, got {c.levels}")
         if len(c.input_shape) not in (1, 3):
             raise ValueError(f"flows take vectors (D,) or images (C, H, W), got shape {c.input_shape}")
-        if getattr(c, "conditional", False) and c.classes < 2:
-            raise ValueError(f"a conditional flow needs classes >= 2, got {c.classes}")
+        if getattr(c, "conditional", False):
+            c.classes = tuple(c.classes)
+            if self.n_classes < 2:
+                raise ValueError(f"a conditional flow needs at least 2 classes, got {self.n_classes}")
         self.dequantize = UniformDequantization(c.levels) if c.levels else None
         pre: list[Transform] = [Logit(c.alpha)] if c.levels else []
-        self.flow = Flow(pre + self.transforms(c), c.input_shape, classes=self.classes)
+        self.flow = Flow(pre + self.transforms(c), c.input_shape, classes=self.n_classes)
 
     @property
     def dims(self) -> int:
@@ -82,63 +86,64 @@ class FlowModel(Model):
         return bool(getattr(self.config, "conditional", False))
 
     @property
-    def classes(self) -> int:
-        """Classes of the label a conditional model takes (the conditioners' context features); 0 otherwise."""
-        return self.config.classes if self.conditional else 0
+    def n_classes(self) -> int:
+        """K, the classes of the label a conditional model takes (its conditioners' context features); else 0."""
+        c = self.config
+        return (len(c.classes) or c.num_classes) if self.conditional else 0
 
     def transforms(self, c) -> list[Transform]:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def log_prob(self, x: torch.Tensor, noise: torch.Tensor | None = None, context=None) -> torch.Tensor:
-        """log p(x) (conditional: log p(x | context)) per example (nats): exact for continuous data; for images,
-        of the dequantized y = (k + u)/L on the discrete scale (u = `noise`, or fresh uniform noise)."""
+    def log_prob(self, x: torch.Tensor, noise: torch.Tensor | None = None, y=None) -> torch.Tensor:
+        """log p(x) (conditional: log p(x | y), y the labels) per example (nats): exact for continuous data; for
+        images, of the dequantized (k + u)/L on the discrete scale (u = `noise`, or fresh uniform noise)."""
         if tuple(x.shape[1:]) != self.config.input_shape:
             raise VgmError(f"{self.kind} models examples of shape {self.config.input_shape}, "
                            f"got {tuple(x.shape[1:])}")
         if self.dequantize is None:
-            return self.flow.log_prob(x, context)
-        y, logdet = self.dequantize(x, noise)
-        return self.flow.log_prob(y, context) + logdet
+            return self.flow.log_prob(x, y)
+        v, logdet = self.dequantize(x, noise)
+        return self.flow.log_prob(v, y) + logdet
 
     def marginal_log_prob(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """A conditional model's log p(x) = log (1/C) Σ_y p(x | y): the label marginalised under a uniform p(y)."""
+        """A conditional model's log p(x) = log (1/K) Σ_y p(x | y): the label marginalised under a uniform p(y)."""
         if noise is None and self.dequantize is not None:
-            noise = torch.rand_like(x)                         # one y for every label's term
+            noise = torch.rand_like(x)                         # one dequantized x for every label's term
         per_label = torch.stack([self.log_prob(x, noise, torch.full((x.shape[0],), k, device=x.device))
-                                 for k in range(self.classes)])
-        return torch.logsumexp(per_label, 0) - math.log(self.classes)
+                                 for k in range(self.n_classes)])
+        return torch.logsumexp(per_label, 0) - math.log(self.n_classes)
 
-    def loss(self, x: torch.Tensor, context=None) -> dict[str, torch.Tensor]:
-        """loss = −log p(x) (conditional: −log p(x | context), the context being the batch's labels)."""
-        lp = self.log_prob(x, context=context)
+    def loss(self, x: torch.Tensor, y=None) -> dict[str, torch.Tensor]:
+        """loss = −log p(x) (conditional: −log p(x | y), y the batch's labels)."""
+        lp = self.log_prob(x, y=y)
         return {"loss": -lp, "log_px": lp}
 
     @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, iw_samples: int = 0, batch_size: int = 500, context=None) -> dict:
+    def evaluate(self, x: torch.Tensor, iw_samples: int = 0, batch_size: int = 500, labels=None) -> dict:
         """Mean exact log p(x) (nats/example) and bits/dim; images use vgm.dequantize's fixed evaluation noise.
         iw_samples is not used: a flow's density needs no importance sampling. A conditional model scores
-        log p(x | context) with the labels given, else the marginal log p(x) over a uniform label."""
+        log p(x | label) with the labels given, else the marginal log p(x) over a uniform label."""
         self.eval()
         if not torch.isfinite(x).all():
             raise VgmError("the data contain NaN or infinite values")
         noise = eval_noise(x) if self.dequantize is not None else None
-        if context is not None:
-            context = torch.as_tensor(context, device=x.device)
-            if context.shape[:1] != x.shape[:1]:
-                raise VgmError(f"{x.shape[0]} examples but {context.shape[0] if context.dim() else 1} labels")
+        if labels is not None:
+            labels = torch.as_tensor(labels, device=x.device)
+            if labels.shape[:1] != x.shape[:1]:
+                raise VgmError(f"{x.shape[0]} examples but {labels.shape[0] if labels.dim() else 1} labels")
         total = 0.0
         for i in range(0, x.shape[0], batch_size):
             xb, nb = x[i:i + batch_size], None if noise is None else noise[i:i + batch_size]
-            if self.conditional and context is None:
+            if self.conditional and labels is None:
                 total += self.marginal_log_prob(xb, nb).sum().item()
             else:
-                total += self.log_prob(xb, nb, None if context is None else context[i:i + batch_size]).sum().item()
+                total += self.log_prob(xb, nb, None if labels is None else labels[i:i + batch_size]).sum().item()
         lp = total / x.shape[0]
         out = {"n_examples": x.shape[0], "dims": self.dims, "log_px": lp, "iw_samples": 0,
                "units": {"log_px": "nats", "bits_per_dim": "bits/dim", "levels": "grey levels"}}
         if self.conditional:
-            out["conditional"] = ("log p(x | label), the labels given" if context is not None else
-                                  f"log p(x) = log mean over the {self.classes} labels of p(x | label)")
+            out["conditional"] = ("log p(x | label), the labels given" if labels is not None else
+                                  f"log p(x) = log mean over the {self.n_classes} labels of p(x | label)")
         if self.config.levels:
             out.update(bits_per_dim=bits_per_dim(lp, self.dims), levels=self.config.levels,
                        note=f"log_px is exact (change of variables), on the discrete scale of the "
@@ -149,15 +154,15 @@ class FlowModel(Model):
         return out
 
     @torch.no_grad()
-    def sample(self, n: int, temperature: float = 1.0, context=None) -> torch.Tensor:
+    def sample(self, n: int, temperature: float = 1.0, label=None) -> torch.Tensor:
         """n draws x = f⁻¹(z), z ~ N(0, T² I) (T = temperature; Kingma & Dhariwal, 2018, sample at T < 1);
-        images are quantized back to the data's grey levels. A conditional model draws given `context` (one
-        label for all, or one per draw), or given labels drawn uniformly when it is None."""
+        images are quantized back to the data's grey levels. A conditional model draws given `label` (one for
+        all, or one per draw), or with the labels cycling through the classes when it is None (as the cvae)."""
         check_temperature(temperature)
-        if self.conditional and context is None:
-            context = torch.randint(0, self.classes, (n,), device=self.flow.base_loc.device)
-        y = self.flow.sample((n,), context, temperature)
-        return y if self.dequantize is None else self.dequantize.inverse(y)[0]
+        if self.conditional and label is None:
+            label = torch.arange(n, device=self.flow.base_loc.device) % self.n_classes
+        v = self.flow.sample((n,), label, temperature)
+        return v if self.dequantize is None else self.dequantize.inverse(v)[0]
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         raise VgmError(f"{self.kind} is a flow: f⁻¹(f(x)) = x exactly, there is no reconstruction to show")
@@ -188,7 +193,8 @@ class RealNVPConfig:
     levels: int = field(default=0, metadata={"help": LEVELS_HELP})
     alpha: float = field(default=0.05, metadata={"help": ALPHA_HELP})
     conditional: bool = field(default=False, metadata={"help": CONDITIONAL_HELP})
-    classes: int = field(default=10, metadata={"help": CLASSES_HELP})
+    num_classes: int = field(default=10, metadata={"help": NUM_CLASSES_HELP})
+    classes: tuple[str, ...] = field(default=(), metadata={"help": CLASS_NAMES_HELP})
 
 
 @register_model("realnvp", default_data="moons")
@@ -200,7 +206,7 @@ class RealNVP(FlowModel):
 
     def transforms(self, c):
         arch = c.arch if c.arch != "auto" else ("conv" if c.multiscale else "mlp")
-        cf = self.classes
+        cf = self.n_classes
         if not c.multiscale:
             ts: list[Transform] = []
             for i in range(c.depth):
@@ -229,7 +235,8 @@ class MAFConfig:
     levels: int = field(default=0, metadata={"help": LEVELS_HELP})
     alpha: float = field(default=0.05, metadata={"help": ALPHA_HELP})
     conditional: bool = field(default=False, metadata={"help": CONDITIONAL_HELP})
-    classes: int = field(default=10, metadata={"help": CLASSES_HELP})
+    num_classes: int = field(default=10, metadata={"help": NUM_CLASSES_HELP})
+    classes: tuple[str, ...] = field(default=(), metadata={"help": CLASS_NAMES_HELP})
 
 
 @register_model("maf", default_data="moons")
@@ -241,7 +248,7 @@ class MAF(FlowModel):
     def transforms(self, c):
         ts: list[Transform] = []
         for i in range(c.depth):
-            ts.append(MaskedAffineAutoregressive(self.dims, c.hidden, self.classes))
+            ts.append(MaskedAffineAutoregressive(self.dims, c.hidden, self.n_classes))
             if i < c.depth - 1:
                 ts.append(Reverse(self.dims))
         return ts
@@ -264,7 +271,8 @@ class NSFConfig:
     levels: int = field(default=0, metadata={"help": LEVELS_HELP})
     alpha: float = field(default=0.05, metadata={"help": ALPHA_HELP})
     conditional: bool = field(default=False, metadata={"help": CONDITIONAL_HELP})
-    classes: int = field(default=10, metadata={"help": CLASSES_HELP})
+    num_classes: int = field(default=10, metadata={"help": NUM_CLASSES_HELP})
+    classes: tuple[str, ...] = field(default=(), metadata={"help": CLASS_NAMES_HELP})
 
 
 @register_model("nsf", default_data="moons")
@@ -276,7 +284,7 @@ class NSF(FlowModel):
 
     def transforms(self, c):
         ts: list[Transform] = []
-        cf = self.classes
+        cf = self.n_classes
         if c.dropout and not c.autoregressive:
             raise ValueError("--dropout is an option of the autoregressive nsf (--autoregressive)")
         if c.autoregressive:
@@ -304,7 +312,8 @@ class GlowConfig:
     levels: int = field(default=0, metadata={"help": LEVELS_HELP})
     alpha: float = field(default=0.05, metadata={"help": ALPHA_HELP})
     conditional: bool = field(default=False, metadata={"help": CONDITIONAL_HELP})
-    classes: int = field(default=10, metadata={"help": CLASSES_HELP})
+    num_classes: int = field(default=10, metadata={"help": NUM_CLASSES_HELP})
+    classes: tuple[str, ...] = field(default=(), metadata={"help": CLASS_NAMES_HELP})
 
 
 @register_model("glow", data=("images",), default_data="digits")
@@ -317,7 +326,7 @@ class Glow(FlowModel):
 
     def transforms(self, c):
         check_levels_fit(c.input_shape, c.levels_l, "--levels-l")
-        cf = self.classes
+        cf = self.n_classes
 
         def level(shape, l) -> Transform:
             sq = squeezed(shape)
