@@ -8,10 +8,18 @@ log q(z|x) − log p(z): no closed form exists), vgm.log_px and vgm.evaluate wor
 the pseudo-inputs and the encoder through the prior too. Pseudo-inputs of [0, 1] data (Bernoulli-type
 likelihoods) are kept in [0, 1] by a hard tanh and start at N(0.05, 0.01²) per value, Tomczak & Welling's MNIST
 set-up; other data get unbounded pseudo-inputs starting at N(0, 1).
+
+log p(z) needs all K component densities of every z. torch's MixtureSameFamily.log_prob forms them as an
+(..., K, d) tensor; VampMixture writes Σ_d log N(z_d; μ_kd, σ_kd) as three matrix products instead,
+    −½ [ (z²) · aᵀ − 2 z · (aμ)ᵀ + Σ_d a μ² ] − Σ_d log σ − (d/2) log 2π,     a = 1/σ²,
+in float64 (the expansion cancels large terms), about 40× faster for K = 500 and equal to the direct form to
+rounding (tested), which makes `vgm evaluate --iw-samples 5000` affordable.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +31,21 @@ from .vae import VAE, VAEConfig
 
 UNIT_INTERVAL = ("bernoulli", "continuous-bernoulli")
 PSEUDO_INIT = (0.05, 0.01)     # mean and standard deviation of the [0, 1] pseudo-inputs at the start
+
+
+class VampMixture(MixtureSameFamily):
+    """(1/K) Σ_k N(z; μ_k, diag σ_k²): a MixtureSameFamily of Independent Normals whose log_prob uses matrix
+    products (module docstring); sampling, mean and variance are torch's."""
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        comp = self.component_distribution.base_dist                  # Normal, (K, d)
+        mu, sd = comp.loc.double(), comp.scale.double()
+        a = sd.pow(-2)
+        zz = z.double()
+        quad = zz.pow(2) @ a.T - 2 * zz @ (a * mu).T + (a * mu.pow(2)).sum(-1)      # (..., K)
+        log_comp = -0.5 * quad - sd.log().sum(-1) - 0.5 * mu.shape[-1] * math.log(2 * math.pi)
+        log_mix = torch.log_softmax(self.mixture_distribution.logits.double(), dim=-1)
+        return torch.logsumexp(log_comp + log_mix, dim=-1).to(z.dtype)
 
 
 @dataclass
@@ -58,4 +81,4 @@ class Vamp(VAE):
         components = self.encode(self.pseudo_inputs())                 # batch (K,), event (latent_dim,)
         weights = Categorical(logits=self.pseudo.new_zeros(self.config.pseudo_inputs),
                               validate_args=False)
-        return MixtureSameFamily(weights, components, validate_args=False)
+        return VampMixture(weights, components, validate_args=False)
