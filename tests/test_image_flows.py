@@ -13,7 +13,6 @@ from vgm.flows import (AffineChannelCoupling, AffineCoupling, Chain, Flow, Gauss
                        MaskedAffineAutoregressive, MaskedRQSAutoregressive, MultiScale, RQSplineCoupling, Squeeze)
 from vgm.flows.multiscale import max_squeezes
 
-from conftest import run_cli
 from test_flows import jacobian_logdet, perturb
 
 IMG4, IMG8 = (4, 2, 2), (2, 4, 4)
@@ -186,6 +185,8 @@ def test_ar_spline_starts_as_identity_and_is_autoregressive():
     z, ld = t(x)
     assert torch.allclose(z, x, atol=1e-7) and torch.allclose(ld, torch.zeros(4, dtype=torch.float64), atol=1e-7)
     perturb(t, 0.5)
+    z = t(x)[0]
+    assert torch.allclose(t.inverse(z)[0], x, atol=1e-12, rtol=0)     # D passes: exact, not nearly converged
     j = torch.autograd.functional.jacobian(lambda v: t(v[None])[0][0], x[0])
     assert torch.equal(j.triu(1), torch.zeros_like(j)) and (j.diagonal() > 0).all()
     assert (j.tril(-1).abs() > 0).sum() > 10                       # and depends on the earlier values
@@ -273,6 +274,10 @@ def test_marginal_evaluation_uses_one_noise_draw_for_every_label():
     expect = (torch.logsumexp(per, 0) - math.log(3)).mean().item()
     assert model.evaluate(x)["log_px"] == pytest.approx(expect, rel=1e-6)
     assert model.evaluate(x, labels=torch.full((6,), 2))["log_px"] == pytest.approx(per[2].mean().item(), rel=1e-6)
+    torch.manual_seed(4)
+    fresh = model.marginal_log_prob(x)                               # no noise given: one draw for all labels
+    torch.manual_seed(4)
+    assert torch.allclose(fresh, model.marginal_log_prob(x, torch.rand_like(x)))
 
 
 def test_bad_context_and_temperature_are_vgm_errors():
@@ -310,26 +315,23 @@ def test_odd_channels_and_unsqueezable_sizes_are_refused():
         vgm.MODELS["realnvp"](input_shape=(2,), multiscale=True)
 
 
-def test_cli_glow_on_digits_and_its_bad_input(tmp_path):
-    run = tmp_path / "glow"
-    r = run_cli("train", "glow", "--data", "digits", "--epochs", "1", "--levels-l", "2", "--steps-k", "1",
-                "--width", "8", "--out", run, "--quiet")
-    assert r.returncode == 0, r.stderr
-    r = run_cli("sample", run, "-n", "16", "--temperature", "0.7", "--out", tmp_path / "s.png")
-    assert r.returncode == 0 and (tmp_path / "s.png").stat().st_size > 500, r.stderr
-    cond = tmp_path / "cond"
-    r = run_cli("train", "glow", "--data", "digits", "--conditional", "--epochs", "1", "--levels-l", "1",
-                "--steps-k", "1", "--width", "8", "--out", cond, "--quiet")
-    assert r.returncode == 0, r.stderr
-    r = run_cli("sample", cond, "-n", "8", "--label", "3", "--out", tmp_path / "three.png")
-    assert r.returncode == 0 and (tmp_path / "three.png").stat().st_size > 500, r.stderr
-    r = run_cli("evaluate", cond, "--json")
-    assert r.returncode == 0 and "labels given" in r.stdout, r.stderr + r.stdout
+def test_cli_glow_on_digits_and_its_bad_input(tmp_path, capsys):
+    from vgm.cli import main
+    run, cond = tmp_path / "glow", tmp_path / "cond"
+    small = ["--epochs", "1", "--steps-k", "1", "--width", "8", "--quiet"]
+    assert main(["train", "glow", "--data", "digits", "--levels-l", "2", "--out", str(run), *small]) == 0
+    assert main(["sample", str(run), "-n", "16", "--temperature", "0.7", "--out", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").stat().st_size > 500
+    assert main(["train", "glow", "--data", "digits", "--conditional", "--levels-l", "1", "--out", str(cond),
+                 *small]) == 0
+    assert main(["sample", str(cond), "-n", "8", "--label", "3", "--out", str(tmp_path / "three.png")]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(cond), "--json"]) == 0 and "labels given" in capsys.readouterr().out
     for argv, words in ((["train", "glow", "--data", "digits", "--levels-l", "4"], "largest valid is --levels-l 3"),
-                        (["sample", cond, "--label", "10"], "0..9"),
+                        (["sample", str(cond), "--label", "10"], "0..9"),
                         (["train", "realnvp", "--data", "digits", "--multiscale", "--scales", "5"], "--scales 4"),
                         (["train", "glow", "--data", "moons"], "glow takes images"),
-                        (["sample", run, "--temperature", "0"], "temperature")):
-        r = run_cli(*argv, "--out", tmp_path / "x") if argv[0] == "train" else run_cli(*argv)
-        assert r.returncode == 2 and r.stderr.startswith("vgm: error:") and r.stderr.count("\n") == 1, r.stderr
-        assert words in r.stderr, r.stderr
+                        (["sample", str(run), "--temperature", "0"], "temperature")):
+        assert main(argv + (["--out", str(tmp_path / "x")] if argv[0] == "train" else [])) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("vgm: error:") and err.count("\n") == 1 and words in err, err
