@@ -2,7 +2,7 @@
 and the signal-to-noise ratio of the encoder's gradient against K (standard IWAE estimator vs DReG).
 
 Every model gets the same budget: the IWAE paper's 1-layer MLP sizes (784-200-200-50; hvae2 their 2-layer
-100-100-100 / 50-50-50), dynamic binarisation, `--epochs` epochs of Adam (batch 128, lr 1e-3) with the
+100-100-100 / 50-50-50), dynamic binarisation, `--epochs` epochs of Adam (batch 20, lr 1e-3) with the
 validation-selected epoch kept (vgm train), then the test log p(x) by `vgm evaluate --iw-samples K`, and the
 same estimate on the first --train-examples training digits (overfitting: train vs test). Runs already in
 --out are reused (delete a run folder to retrain it).
@@ -59,15 +59,13 @@ def finished(run: Path, epochs: int) -> bool:
 
 def train_and_evaluate(name: str, a: argparse.Namespace) -> dict:
     """Train one model (or reuse its finished run), then score it on test (CLI) and on a training subset (API)."""
-    import vgm
-    from vgm.run import checked_split, run_data
     from vgm.train import selection_score
     kind, options, paper, paper_base, source = MODELS[name]
     run = a.out / name
     row = {"model": name, "kind": kind, "options": " ".join(options), "paper_nll": paper,
            "paper_baseline_nll": paper_base, "source": source}
     train_args = ["train", kind, *options, "--data", "mnist", "--data-dir", str(a.data_dir), "--binarize", "dynamic",
-                  "--epochs", str(a.epochs), "--seed", str(a.seed), "--out", str(run), "--quiet"]
+                  "--epochs", str(a.epochs), "--batch-size", str(a.batch_size), "--seed", str(a.seed), "--out", str(run), "--quiet"]
     row["train_command"] = "vgm " + " ".join(train_args)
     if not finished(run, a.epochs):
         t0 = time.perf_counter()
@@ -82,14 +80,23 @@ def train_and_evaluate(name: str, a: argparse.Namespace) -> dict:
                                  threads=a.threads).stdout)
     row.update(test_log_px=res["log_px"], test_elbo=res["elbo"], test_kl=res["kl"], active_units=res["active_units"],
                latent_dim=res["latent_dim"], eval_seconds=round(time.perf_counter() - t0, 1))
-    torch.set_num_threads(a.threads)
-    model = vgm.load(run)
-    _, splits = run_data(run, None)
-    x = checked_split(model, splits, "train")[:a.train_examples]
-    torch.manual_seed(0)
-    tr = vgm.evaluate(model, x, a.iw_samples)
+    tr = json.loads(subprocess.run([sys.executable, __file__, "--score-train", str(run), "--iw-samples",
+                                    str(a.iw_samples), "--train-examples", str(a.train_examples)],
+                                   env={**os.environ, "OMP_NUM_THREADS": str(a.threads)}, capture_output=True,
+                                   text=True, check=True).stdout)
     row.update(train_log_px=tr["log_px"], train_elbo=tr["elbo"])
     return row
+
+
+def score_train(run: Path, k: int, n: int) -> dict:
+    """vgm.evaluate on the first n training digits of a run (binarised as `vgm evaluate --split train` does).
+    Run in a fresh process by train_and_evaluate, so a long benchmark uses the vgm its runs were trained with."""
+    import vgm
+    from vgm.run import checked_split, run_data
+    model = vgm.load(run)
+    x = checked_split(model, run_data(run, None)[1], "train")[:n]
+    torch.manual_seed(0)
+    return vgm.evaluate(model, x, k)
 
 
 def gradient_snr(run: Path, x: torch.Tensor, ks, draws: int, seed: int) -> dict:
@@ -166,6 +173,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/bounds"))
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from: {', '.join(MODELS)}")
     ap.add_argument("--epochs", type=int, default=50)
+    ap.add_argument("--batch-size", type=int, default=20, help="Burda et al.'s 20")
     ap.add_argument("--iw-samples", type=int, default=5000, help="K of the test (and train-subset) log p(x)")
     ap.add_argument("--train-examples", type=int, default=2000, help="training digits scored for train vs test")
     ap.add_argument("--seed", type=int, default=0)
@@ -176,13 +184,18 @@ def main() -> None:
     ap.add_argument("--snr-only", action="store_true", help="skip the table; measure the figure from OUT/SNR_RUN")
     ap.add_argument("--no-snr", action="store_true")
     ap.add_argument("--report", action="store_true", help="print the table of the finished rows in OUT and stop")
+    ap.add_argument("--score-train", type=Path, default=None, help=argparse.SUPPRESS)     # internal: one run
     a = ap.parse_args()
     names = [n for n in a.models.split(",") if n]
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         ap.error(f"unknown model(s) {', '.join(unknown)} (choose from {', '.join(MODELS)})")
-    a.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(a.threads)
+    if a.score_train:
+        res = score_train(a.score_train, a.iw_samples, a.train_examples)
+        print(json.dumps({k: res[k] for k in ("log_px", "elbo")}))
+        return
+    a.out.mkdir(parents=True, exist_ok=True)
     results_path = a.out / "results.json"
     if a.report:
         done = json.loads(results_path.read_text())["rows"]
