@@ -76,20 +76,20 @@ def test_a_killed_worker_is_restarted_from_the_last_checkpoint(tmp_path):
     ref = torchrun("train", *args, "--out", tmp_path / "ref")
     assert ref.returncode == 0, ref.stderr[-2000:]
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "--max-restarts=2",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "--max-restarts=5",
            "-m", "vgm", "train", *args, "--out", str(out)]
     log = open(tmp_path / "torchrun.log", "w")          # a file, not a pipe nobody reads while it runs
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **ENV},
                             start_new_session=True)
     try:
-        deadline = time.time() + 180
+        deadline = time.time() + 600
         while time.time() < deadline and not _epochs_done(out) >= 2:
             time.sleep(0.2)
         assert _epochs_done(out) >= 2, "training did not reach its second checkpoint"
         workers = _children_running_vgm(proc.pid)
         assert workers, "no worker process found"
         os.kill(workers[-1], signal.SIGKILL)
-        proc.wait(timeout=420)
+        proc.wait(timeout=900)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
