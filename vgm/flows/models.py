@@ -68,8 +68,8 @@ class FlowModel(Model):
             raise ValueError(f"levels must be 0 (continuous) or >= 2, got {c.levels}")
         if len(c.input_shape) not in (1, 3):
             raise ValueError(f"flows take vectors (D,) or images (C, H, W), got shape {c.input_shape}")
-        if getattr(c, "conditional", False):
-            c.classes = tuple(c.classes)
+        c.classes = tuple(c.classes)
+        if c.conditional:
             if self.n_classes < 2:
                 raise ValueError(f"a conditional flow needs at least 2 classes, got {self.n_classes}")
         self.dequantize = UniformDequantization(c.levels) if c.levels else None
@@ -83,7 +83,7 @@ class FlowModel(Model):
     @property
     def conditional(self) -> bool:
         """True when the model is p(x | label): the trainer must call loss(x, labels)."""
-        return bool(getattr(self.config, "conditional", False))
+        return bool(self.config.conditional)
 
     @property
     def n_classes(self) -> int:
