@@ -5,7 +5,7 @@ Every model gets the same budget: the IWAE paper's 1-layer MLP sizes (784-200-20
 100-100-100 / 50-50-50), dynamic binarisation, `--epochs` epochs of Adam (batch 20, lr 1e-3) with the
 validation-selected epoch kept (vgm train), then the test log p(x) by `vgm evaluate --iw-samples K`, and the
 same estimate on the first --train-examples training digits (overfitting: train vs test). Runs already in
---out are reused (delete a run folder to retrain it).
+--out are reused (delete a run folder to retrain it); a finished shorter run is resumed to --epochs.
 
     python benchmarks/bounds.py --data-dir ../shared/data/mnist10k --epochs 50 --iw-samples 5000
     python benchmarks/bounds.py --models vae,iwae50 --epochs 5 --iw-samples 100      # a quick look
@@ -38,6 +38,8 @@ MODELS = {
                     "Tomczak & Welling 2018, Table 2, VAE L=1 (Pythae: 85.79)"),
     "iaf":         ("iaf", MLP, None, None, "Kingma et al. 2016 report only convolutional models on MNIST"),
     "vae-flow":    ("vae", MLP + ["--prior", "flow"], None, None, "no paper number for this architecture"),
+    "vae-mc-kl":   ("iwae", MLP + ["--k", "1"], None, None, "control: the VAE on the one-sample KL estimate, "
+                    "the KL that vamp, iaf and vae-flow must use"),
     "hvae2":       ("hvae2", [], 85.33, 86.76, "Burda et al. 2016, Table 1, 2 layers, VAE k=1"),
     "hvae2-iw50":  ("hvae2", ["--k", "50"], 82.90, 86.76, "Burda et al. 2016, Table 1, 2 layers, IWAE k=50"),
 }
@@ -68,9 +70,12 @@ def train_and_evaluate(name: str, a: argparse.Namespace) -> dict:
                   "--epochs", str(a.epochs), "--batch-size", str(a.batch_size), "--seed", str(a.seed), "--out", str(run), "--quiet"]
     row["train_command"] = "vgm " + " ".join(train_args)
     if not finished(run, a.epochs):
+        seconds = run / "train_seconds"
+        resume = (run / "checkpoint.safetensors").exists() and seconds.exists()    # a shorter finished run
+        before = float(seconds.read_text()) if resume else 0.0
         t0 = time.perf_counter()
-        vgm_command(*train_args, "--force", threads=a.threads)
-        (run / "train_seconds").write_text(f"{time.perf_counter() - t0:.1f}\n")
+        vgm_command(*train_args, "--resume" if resume else "--force", threads=a.threads)
+        seconds.write_text(f"{before + time.perf_counter() - t0:.1f}\n")
     row["train_seconds"] = float((run / "train_seconds").read_text()) if (run / "train_seconds").exists() else None
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     best = max(history, key=lambda r: selection_score(r["val"]))          # the epoch vgm train kept
@@ -99,12 +104,19 @@ def score_train(run: Path, k: int, n: int) -> dict:
     return vgm.evaluate(model, x, k)
 
 
-def gradient_snr(run: Path, x: torch.Tensor, ks, draws: int, seed: int) -> dict:
+def small_model() -> tuple[torch.nn.Module, torch.Tensor]:
+    """The small model of tests/test_bounds_models.py (6 Gaussian values, 2 latent dimensions, 8 hidden units,
+    random weights) and one data point: K up to 1000 reaches the regime where Rainforth et al.'s rates hold."""
+    from vgm.models import IWAE
+    torch.manual_seed(0)
+    model = IWAE(input_shape=(6,), latent_dim=2, hidden=(8,), likelihood="gaussian", sigma=0.5).double()
+    return model, torch.randn(1, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+
+def gradient_snr(model, x: torch.Tensor, ks, draws: int, seed: int) -> dict:
     """Per K and estimator: the mean over parameters of |E g| / sd(g) for the encoder's and the decoder's
     gradient of the K-sample bound summed over x, from `draws` independent gradient draws."""
-    import vgm
     from vgm.models.iwae import iw_terms
-    model = vgm.load(run)
     groups = {"encoder": [p for n, p in model.named_parameters() if n.startswith("encoder")],
               "decoder": [p for n, p in model.named_parameters() if n.startswith(("decoder", "likelihood"))]}
     out: dict = {}
@@ -127,19 +139,23 @@ def gradient_snr(run: Path, x: torch.Tensor, ks, draws: int, seed: int) -> dict:
     return out
 
 
-def plot_snr(snr: dict, ks, path: Path, title: str) -> None:
+def plot_snr(panels: list[tuple[dict, str]], ks, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key, label, style in (("standard/encoder", "encoder, standard IWAE gradient", "o-"),
-                              ("dreg/encoder", "encoder, DReG", "s-"),
-                              ("standard/decoder", "decoder (the same for both)", "^--")):
-        ax.plot(ks, [snr[f"{key}/{k}"] for k in ks], style, label=label)
-    ax.set(xscale="log", yscale="log", xlabel="K (importance samples)", ylabel="mean |E g| / sd(g) over parameters",
-           title=title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2))
+    for ax, (snr, title) in zip(axes, panels):
+        for key, label, style in (("standard/encoder", "encoder, standard IWAE gradient", "o-"),
+                                  ("dreg/encoder", "encoder, DReG", "s-"),
+                                  ("standard/decoder", "decoder (the same for both)", "^--")):
+            ax.plot(ks, [snr[f"{key}/{k}"] for k in ks], style, label=label)
+        ax.plot(ks, [snr[f"standard/encoder/{ks[0]}"] * (ks[0] / k) ** 0.5 for k in ks], ":", color="grey",
+                label="∝ 1/√K")
+        ax.set(xscale="log", yscale="log", xlabel="K (importance samples)",
+               ylabel="mean over parameters of |E g| / sd(g)", title=title)
+        ax.title.set_fontsize(9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -180,9 +196,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     ap.add_argument("--snr-run", default="vae", help="the trained run whose gradients the SNR figure measures")
     ap.add_argument("--snr-examples", type=int, default=8, help="test digits in the minibatch of the SNR figure")
-    ap.add_argument("--snr-draws", type=int, default=100, help="gradient draws per K and estimator")
+    ap.add_argument("--snr-draws", type=int, default=100, help="gradient draws per K and estimator (trained run)")
+    ap.add_argument("--snr-small-draws", type=int, default=1000, help="gradient draws per K and estimator (small "
+                                                                           "model)")
     ap.add_argument("--snr-only", action="store_true", help="skip the table; measure the figure from OUT/SNR_RUN")
     ap.add_argument("--no-snr", action="store_true")
+    ap.add_argument("--results", default="results.json", help="file in OUT that collects the rows and the SNR")
     ap.add_argument("--report", action="store_true", help="print the table of the finished rows in OUT and stop")
     ap.add_argument("--score-train", type=Path, default=None, help=argparse.SUPPRESS)     # internal: one run
     a = ap.parse_args()
@@ -196,7 +215,7 @@ def main() -> None:
         print(json.dumps({k: res[k] for k in ("log_px", "elbo")}))
         return
     a.out.mkdir(parents=True, exist_ok=True)
-    results_path = a.out / "results.json"
+    results_path = a.out / a.results
     if a.report:
         done = json.loads(results_path.read_text())["rows"]
         print(table([done[n] for n in names if n in done]))
@@ -219,11 +238,17 @@ def main() -> None:
         model = vgm.load(run)
         x = checked_split(model, run_data(run, None)[1], "test")[:a.snr_examples]
         t0 = time.perf_counter()
-        snr = gradient_snr(run, x, SNR_K, a.snr_draws, a.seed)
+        snr = gradient_snr(model, x, SNR_K, a.snr_draws, a.seed)
         save(results_path, "snr", {"run": a.snr_run, "examples": a.snr_examples, "draws": a.snr_draws,
                                    "K": list(SNR_K), "values": snr, "seconds": round(time.perf_counter() - t0, 1)})
-        plot_snr(snr, SNR_K, a.out / "snr.png", f"gradient SNR of the bound L_K ({a.snr_run} run, "
-                                                 f"{a.snr_examples} test digits, {a.snr_draws} draws)")
+        t0 = time.perf_counter()
+        small = gradient_snr(*small_model(), SNR_K, a.snr_small_draws, a.seed)
+        save(results_path, "snr_small", {"draws": a.snr_small_draws, "K": list(SNR_K), "values": small,
+                                         "seconds": round(time.perf_counter() - t0, 1)})
+        plot_snr([(snr, f"trained {a.snr_run} run on {a.data_dir.name}: {a.snr_examples} test digits, "
+                        f"{a.snr_draws} draws"),
+                  (small, f"small model (6 values, 2 latent dims): 1 point, {a.snr_small_draws} draws")],
+                 SNR_K, a.out / "snr.png")
         print(f"wrote {a.out / 'snr.png'}", file=sys.stderr)
 
 
