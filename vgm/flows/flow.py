@@ -72,6 +72,15 @@ class Chain(Transform):
         return inverse_all(self.transforms, z, context)
 
 
+def check(ok, message) -> None:
+    """Raise VgmError(message()) unless ok: at once for a CPU tensor or a bool; for a GPU tensor by an asynchronous
+    device assert instead, so that a training step waits for no host sync (as the cvae checks its labels)."""
+    if torch.is_tensor(ok) and ok.device.type != "cpu":
+        torch._assert_async(ok, "vgm: bad context")
+    elif not bool(ok):
+        raise VgmError(message())
+
+
 def check_temperature(temperature: float) -> None:
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
         raise VgmError(f"temperature must be a finite number > 0, got {temperature}")
@@ -125,16 +134,15 @@ class Flow(nn.Module):
             if c.dim() > 1 or (c.dim() == 1 and c.shape[0] not in (1, n)):
                 raise VgmError(f"labels: expected one label or {n}, got shape {tuple(c.shape)}")
             c = c.long().reshape(-1)
-            if c.numel() and (c.min() < 0 or c.max() >= self.classes):
-                raise VgmError(f"class labels must be in 0..{self.classes - 1}, got {c.min().item()}..{c.max().item()}")
+            check(c.numel() == 0 or (c.min() >= 0) & (c.max() < self.classes),
+                  lambda: f"class labels must be in 0..{self.classes - 1}, got {c.min().item()}..{c.max().item()}")
             c = F.one_hot(c, self.classes).to(self.base_loc.dtype)
         else:
             if c.shape[-1:] != (self.context_features,) or c.dim() > 2 or (c.dim() == 2 and c.shape[0] not in (1, n)):
                 raise VgmError(f"context: expected {self.context_features} features, one vector or {n}, "
                                f"got shape {tuple(c.shape)}")
             c = c.to(self.base_loc.dtype).reshape(-1, self.context_features)
-            if not torch.isfinite(c).all():
-                raise VgmError("the context contains NaN or infinite values")
+            check(torch.isfinite(c).all(), lambda: "the context contains NaN or infinite values")
         return c.expand(n, -1) if c.shape[0] == 1 else c
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
