@@ -1,9 +1,11 @@
 """Image flows on mnist10k in a budget of training CPU time: test bits/dim, training and sampling throughput, and
 samples at temperatures 0.5 / 0.7 / 1.0 (beside a VAE's, from a run folder); glow-cond: class-conditional Glow.
 
-    OMP_NUM_THREADS=1 python benchmarks/image_flows.py --data-dir ../shared/data/mnist10k --minutes 10
-    OMP_NUM_THREADS=1 python benchmarks/image_flows.py --flows glow --minutes 10 --figure docs/glow_samples.png \\
-        --vae-run runs/vae-mnist
+    OMP_NUM_THREADS=1 python benchmarks/image_flows.py --data-dir ../shared/data/mnist10k --minutes 10 \\
+        --flows glow,realnvp-ms,glow-cond --save-dir runs/image-flows --class-figure docs/glow_conditional.png
+    vgm train vae --data mnist --data-dir ../shared/data/mnist10k --epochs 30 --out runs/vae-mnist
+    OMP_NUM_THREADS=1 python benchmarks/image_flows.py --data-dir ../shared/data/mnist10k --flows glow \\
+        --save-dir runs/image-flows --figure-only --figure docs/glow_samples.png --vae-run runs/vae-mnist
 
 Each flow trains with Adam (lr 1e-3, batches of 128, the model's data-dependent ActNorm init on the first batch)
 until `--minutes` of process CPU time (time.process_time, all threads together, training steps only) are spent;
