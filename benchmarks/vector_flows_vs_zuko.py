@@ -71,6 +71,8 @@ FLOWS = {
     "vgm-maf": lambda: VgmFlow("maf", depth=5, hidden=256),
     "zuko-nsf-logit": lambda: ZukoFlow("NSF", True, transforms=5, hidden_features=(256, 256)),
     "zuko-nsf": lambda: ZukoFlow("NSF", False, transforms=5, hidden_features=(256, 256)),
+    "zuko-nsf-res": lambda: ZukoFlow("NSF", False, transforms=5, hidden_features=(256, 256), residual=True),
+    "zuko-nsf-res-logit": lambda: ZukoFlow("NSF", True, transforms=5, hidden_features=(256, 256), residual=True),
     "zuko-maf-logit": lambda: ZukoFlow("MAF", True, transforms=5, hidden_features=(256, 256)),
     "zuko-maf": lambda: ZukoFlow("MAF", False, transforms=5, hidden_features=(256, 256)),
 }

@@ -308,7 +308,7 @@ class GlowConfig:
                 "half the channels"})
     steps_k: int = field(default=8, metadata={
         "help": "steps K per level: ActNorm, invertible 1x1 convolution, affine coupling"})
-    width: int = field(default=128, metadata={"help": "channels of the coupling CNNs (3x3, 1x1, 3x3)"})
+    width: int = field(default=64, metadata={"help": "channels of the coupling CNNs (3x3, 1x1, 3x3)"})
     levels: int = field(default=0, metadata={"help": LEVELS_HELP})
     alpha: float = field(default=0.05, metadata={"help": ALPHA_HELP})
     conditional: bool = field(default=False, metadata={"help": CONDITIONAL_HELP})
