@@ -240,7 +240,7 @@ def test_traverse_refusals(tmp_path, vae_run, names_run, capsys):
     flow = make_run(tmp_path / "flow", RealNVP(input_shape=(2,), depth=2, hidden=8), "moons")
     one_line_error(capsys, main(["traverse", str(flow)]), "flow")
     vamp = make_run(tmp_path / "vamp", Vamp(input_shape=(1, 8, 8), latent_dim=2, hidden=(8,)), "digits")
-    one_line_error(capsys, main(["traverse", str(vamp)]), "'vamp'", "MixtureSameFamily", "not a factorised Normal")
+    one_line_error(capsys, main(["traverse", str(vamp)]), "'vamp'", "VampMixture", "not a factorised Normal")
     for args, words in ((["--dims", "5"], ("--dims 5", "4 latent dimensions")), (["--range", "-1"], ("--range",)),
                         (["--steps", "1"], ("--steps",)), (["--i", "400"], ("--i 400", "359 examples"))):
         one_line_error(capsys, main(["traverse", str(vae_run), *args]), *words)

@@ -342,7 +342,7 @@ def test_table_is_standardised_with_the_training_split_and_maps_back(tmp_path):
     lines = ["height,flat,weight"] + [",".join(map(str, r)) for r in values]
     (tmp_path / "t.csv").write_text("\n".join(lines) + "\n\n")
     s = load(str(tmp_path / "t.csv"))
-    assert s.kind == "vectors" and s.shape == (3,) and s.meta["defaults"] == {"likelihood": "gaussian"}
+    assert s.kind == "vectors" and s.shape == (3,) and s.meta["defaults"] == {"likelihood": "gaussian", "sigma": 1.0, "learn_sigma": True}
     st = s.meta["standardize"]
     assert st["columns"] == ["height", "flat", "weight"] and st["std"][1] == 1.0
     back = lambda t: unstandardize(t.double(), st).numpy()

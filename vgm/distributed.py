@@ -61,7 +61,13 @@ def setup(device: torch.device) -> World:
     if backend == "nccl":
         torch.cuda.set_device(world.local_rank)
     try:
-        dist.init_process_group(backend, timeout=TIMEOUT)
+        # torchrun --max-restarts reuses its agent's store for the restarted group, so the first attempt's gloo
+        # addresses are still there and a restarted rank may wait forever on a dead peer: give each attempt
+        # its own key prefix
+        store, _, _ = next(dist.rendezvous("env://", world.rank, world.size, timeout=TIMEOUT))
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group(backend, store=dist.PrefixStore(f"vgm/attempt_{attempt}", store),
+                                rank=world.rank, world_size=world.size, timeout=TIMEOUT)
     except (RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise VgmError(f"cannot join the torchrun process group ({backend}): {first}") from None
