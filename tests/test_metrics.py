@@ -238,7 +238,9 @@ def test_beta_vae_score_refuses_a_single_class():
 def saved_run(folder, model, data: str = "dsprites32"):
     """A run folder as `vgm train` leaves it, as far as `vgm metrics` reads it."""
     model.save(folder)
-    (folder / "config.json").write_text(json.dumps({"kind": model.kind, "data": {"data": data}}))
+    (folder / "config.json").write_text(json.dumps({
+        "kind": model.kind, "model": {}, "train": {},
+        "data": {"data": data, "data_dir": None, "binarize": "none", "val_fraction": 0.1}}))
     return folder
 
 
@@ -352,6 +354,6 @@ def test_metrics_help_shows_every_default(capsys):
         main(["metrics", "--help"])
     text = capsys.readouterr().out.split("options:")[1]
     blocks = re.split(r"\n(?=  -)", text.strip("\n"))
-    assert len(blocks) == 11
+    assert len(blocks) == 12
     for block in blocks[1:]:                                # all but -h
         assert "default" in block, block

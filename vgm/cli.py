@@ -21,7 +21,7 @@ import torch
 
 from . import __version__
 from .checkpoint import load, load_checkpoint, write_json
-from .data import BINARIZE, DATA_DIR_ENV, PathOptions
+from .data import BINARIZE, DATA_DIR_ENV, PathOptions, load_path
 from .data import load as load_data
 from .errors import VgmError
 from .options import Parser, add_config_arguments, finite_float, positive_int, seed
@@ -419,11 +419,40 @@ def cmd_experiment(argv: list[str]) -> int:
     p.add_argument("--quick", action="store_true", help="small settings (about a minute each), for tests")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--data-dir", default=None, help=f"an MNIST-layout folder to run on as well (or set {DATA_DIR_ENV})")
+    taking = sorted(n for n, fn in EXPERIMENTS.items() if fn.takes_data)
+    p.add_argument("--data", default=None, metavar="PATH",
+                   help=f"your own images (a folder or a .npy/.npz array) instead of the digits: {', '.join(taking)}")
+    path_fields = add_config_arguments(p.add_argument_group("your own data (--data PATH)"), PathOptions)
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     a = p.parse_args(argv)
     from .experiments.common import PROGRESS
     PROGRESS["on"] = not a.quiet
     names = sorted(EXPERIMENTS) if a.name == "all" else [a.name]
+    options = {k: getattr(a, k) for k in path_fields if getattr(a, k) not in (None, False)}
+    if options and a.data is None:
+        raise VgmError(f"--{next(iter(options)).replace('_', '-')} applies to --data PATH, which was not given")
+    user_data = None
+    if a.data is not None:
+        if a.name != "all" and not EXPERIMENTS[a.name].takes_data:
+            raise VgmError(f"experiment {a.name} runs on its own data only; --data PATH is taken by "
+                           f"{', '.join(taking)}")
+        user_data = load_path(a.data, **options)
+        labelled = user_data.train_labels is not None and user_data.test_labels is not None
+        if user_data.kind != "images":
+            raise VgmError(f"{a.data}: the experiments draw image grids, and these data are {user_data.kind} "
+                           f"of shape {user_data.shape}; train on them with `vgm train`")
+        if user_data.streamed:
+            raise VgmError(f"{a.data}: larger than --memory-limit; an experiment holds its data in memory (raise "
+                           "--memory-limit, or use --image-size to make the images smaller)")
+        runnable = [n for n in names if EXPERIMENTS[n].takes_data == "images"
+                    or (EXPERIMENTS[n].takes_data == "labelled images" and labelled)]
+        if not runnable:
+            raise VgmError(f"experiment {a.name} needs class labels to train its sample classifier, and {a.data} has "
+                           "none (give class sub-folders, or 'y' / 'train_labels' and 'test_labels' in the .npz)")
+        if len(runnable) < len(names) and not a.quiet:
+            print(f"with --data: running {', '.join(runnable)} (the others need "
+                  f"{'their own data' if labelled else 'their own data or class labels'})", file=sys.stderr)
+        names = runnable
     for i, name in enumerate(names):
         out = a.out / name
         out.mkdir(parents=True, exist_ok=True)
@@ -431,7 +460,8 @@ def cmd_experiment(argv: list[str]) -> int:
             print(f"experiment {name}" + (f" ({i + 1}/{len(names)})" if len(names) > 1 else "") +
                   (" --quick" if a.quick else ""), file=sys.stderr, flush=True)
         torch.manual_seed(a.seed)
-        EXPERIMENTS[name](out=out, quick=a.quick, seed=a.seed, data_dir=a.data_dir)
+        extra = {"user_data": user_data} if user_data is not None else {}
+        EXPERIMENTS[name](out=out, quick=a.quick, seed=a.seed, data_dir=a.data_dir, **extra)
         print(f"wrote {out}")
     return 0
 

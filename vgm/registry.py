@@ -50,8 +50,11 @@ def datasets_for(model: str) -> list[str]:
     return sorted(n for n, k in DATASET_KINDS.items() if k in MODELS[model].data_kinds)
 
 
-def register_experiment(name: str):
+def register_experiment(name: str, data: str | None = None):
+    """data: what `vgm experiment NAME --data PATH` may point at ("images", "labelled images"); None when the
+    experiment runs on fixed data only (dSprites' ground truth, the text corpus, its own settings per set)."""
     def deco(fn):
+        fn.takes_data = data
         EXPERIMENTS[name] = fn
         return fn
     return deco

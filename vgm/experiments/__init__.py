@@ -1,7 +1,8 @@
 """Experiments: each classic claim of the field, reproduced by `vgm experiment NAME`.
 
 An experiment is a function run(out: Path, quick: bool, seed: int, data_dir: str | None) registered with
-@register_experiment("name"). It writes its PNG figures into `out` and ends with `write_results`, which
+@register_experiment("name"); one registered with data="images" also takes user_data=Splits (the user's --data PATH),
+and then runs on those data alone. It writes its PNG figures into `out` and ends with `write_results`, which
 writes results.json (read by `vgm report`) and results.md (the table, for humans).
 """
 from __future__ import annotations
@@ -22,10 +23,19 @@ def load_all() -> None:
         importlib.import_module(f"{__name__}.{info.name}")
 
 
-def command_line(name: str, quick: bool, seed: int, data_dir: str | None) -> str:
+def command_line(name: str, quick: bool, seed: int, data_dir: str | None, data=None) -> str:
+    """The command that reproduces a result; data: the Splits of --data PATH (their source's path and options)."""
     parts = ["vgm", "experiment", name, "--seed", str(seed)] + (["--quick"] if quick else [])
     if data_dir:
         parts += ["--data-dir", str(data_dir)]
+    if data is not None:
+        source = data.meta["source"]
+        parts += ["--data", source["path"]]
+        for k, v in source.get("options", {}).items():
+            if v is True:
+                parts.append(f"--{k.replace('_', '-')}")
+            elif v is not None and v is not False:
+                parts += [f"--{k.replace('_', '-')}", str(v)]
     return shlex.join(parts)
 
 

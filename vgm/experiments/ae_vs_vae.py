@@ -11,20 +11,21 @@ from pathlib import Path
 import torch
 
 from ..models.ae import AE
+from ..data import Splits
 from ..registry import register_experiment
 from ..tools.sample_quality import train_scorer
 from ..models.vae import VAE
 from . import command_line, write_results
-from .common import ae_kw, batch_size, datasets, pyplot, save_figure, show_grid, train, vae_kw
+from .common import ae_kw, batch_size, is_small, datasets, pyplot, save_figure, show_grid, train, vae_kw
 
 CLAIM = "A VAE can generate, an AE gives garbage: decode z ~ N(0, I) with both."
 
 
-@register_experiment("ae-vs-vae")
-def run(out: Path, quick: bool, seed: int, data_dir: str | None) -> dict:
+@register_experiment("ae-vs-vae", data="labelled images")
+def run(out: Path, quick: bool, seed: int, data_dir: str | None, user_data: Splits | None = None) -> dict:
     rows, figures, ratios = [], [], []
-    for name, data in datasets(data_dir):
-        small = name == "digits"
+    for name, data in datasets(data_dir, data=user_data):
+        small = is_small(data)
         epochs = (30 if quick else 100) if small else (5 if quick else 30)
         latent = 8 if small else 16
         hidden = (256, 128) if small else (512, 256)
@@ -37,7 +38,7 @@ def run(out: Path, quick: bool, seed: int, data_dir: str | None) -> dict:
                      "confidence": scorer.confidence(data.train[:n]), "test_recon_mse": None})
         for label, cls, kw in (("AE", AE, ae_kw(name)), ("VAE", VAE, vae_kw(name))):
             model, _ = train(cls, data, epochs, seed, latent_dim=latent, hidden=hidden,
-                             batch_size=batch_size(name), **kw)
+                             batch_size=batch_size(small), **kw)
             torch.manual_seed(seed + 1)
             gen[label] = model.sample(n)
             with torch.no_grad():
@@ -62,7 +63,7 @@ def run(out: Path, quick: bool, seed: int, data_dir: str | None) -> dict:
     verdict = ("Held — " if held else "Did not hold — ") + verdict
     return write_results(
         out, name="ae-vs-vae", title="An AE's latent space is not a generative model", claim=CLAIM,
-        command=command_line("ae-vs-vae", quick, seed, data_dir), table=rows, figures=figures, verdict=verdict,
+        command=command_line("ae-vs-vae", quick, seed, data_dir, user_data), table=rows, figures=figures, verdict=verdict,
         held=held,
         notes="Fréchet distance (lower is better) is computed in the penultimate layer of an MLP digit classifier "
               "trained on the real training split; confidence is its mean top-class probability. The 'real "

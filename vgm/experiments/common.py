@@ -30,13 +30,25 @@ def ae_kw(name: str) -> dict:
     return AE_KW if name == "digits" else {"recon_loss": "bce"}
 
 
-def batch_size(name: str) -> int:
-    """Small batches on the 1,293 training digits (enough steps per epoch), 128 on MNIST."""
-    return 32 if name == "digits" else 128
+SMALL = 5000     # training examples below which a data set gets the 8x8 digits' settings (more epochs, smaller nets)
 
 
-def datasets(data_dir: str | None, binarize: str = "none") -> list[tuple[str, Splits]]:
-    """digits always; MNIST as well when a folder is given (--data-dir or $VGM_DATA_DIR)."""
+def is_small(data: Splits) -> bool:
+    """The 8x8 digits (1,293 training examples) and data of their size; MNIST (7,200) is not."""
+    return len(data.train) < SMALL
+
+
+def batch_size(small: bool) -> int:
+    """Small batches on small data (enough steps per epoch), 128 on MNIST-sized data."""
+    return 32 if small else 128
+
+
+def datasets(data_dir: str | None, binarize: str = "none", data: Splits | None = None) -> list[tuple[str, Splits]]:
+    """The user's data alone when given (`vgm experiment --data PATH`, named after the path); otherwise digits
+    always, and MNIST as well when a folder is given (--data-dir or $VGM_DATA_DIR). The user's images get the
+    MNIST settings (a Bernoulli likelihood on [0, 1], the larger networks)."""
+    if data is not None:
+        return [(Path(data.meta["source"]["path"]).name, data)]
     out = [("digits", load_data("digits", binarize=binarize))]
     folder = data_dir or os.environ.get(DATA_DIR_ENV)
     if folder:

@@ -15,10 +15,11 @@ import torch
 from sklearn.decomposition import PCA
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
+from ..data import Splits
 from ..registry import register_experiment
 from ..models.vae import VAE
 from . import command_line, write_results
-from .common import VAE_KW, batch_size, datasets, pyplot, save_figure, train
+from .common import VAE_KW, batch_size, is_small, datasets, pyplot, save_figure, train
 
 CLAIM = "The ELBO approximates the intractable posterior: log p(x) − ELBO = KL(q(z|x) ‖ p(z|x))."
 
@@ -95,18 +96,18 @@ def bounds(log_w: torch.Tensor, ks) -> dict[int, tuple[float, float]]:
     return out
 
 
-@register_experiment("elbo-gap")
-def run(out: Path, quick: bool, seed: int, data_dir: str | None) -> dict:
+@register_experiment("elbo-gap", data="images")
+def run(out: Path, quick: bool, seed: int, data_dir: str | None, user_data: Splits | None = None) -> dict:
     plt = pyplot()
     rows, figures, summary = [], [], []
-    for name, data in datasets(data_dir):
-        small = name == "digits"
+    for name, data in datasets(data_dir, data=user_data):
+        small = is_small(data)
         ks = (1, 10, 100, 1000) if quick else (1, 2, 5, 10, 50, 100, 500, 1000, 5000)
         n_eval = (100 if quick else len(data.test)) if small else (50 if quick else 100)
         epochs = (20 if quick else 100) if small else (3 if quick else 20)
         latent = 8 if small else 16
         vae, _ = train(VAE, data, epochs, seed, latent_dim=latent, hidden=(256, 128) if small else (512, 256),
-                       batch_size=batch_size(name), **VAE_KW)
+                       batch_size=batch_size(small), **VAE_KW)
         ppca = PPCA(torch.cat([data.train, data.val]), latent, seed)
         x = data.test[:n_eval]
         torch.manual_seed(seed)
@@ -145,7 +146,7 @@ def run(out: Path, quick: bool, seed: int, data_dir: str | None) -> dict:
     verdict = ("Held — " if held else "Did not hold — ") + verdict
     return write_results(
         out, name="elbo-gap", title="The ELBO gap and the importance-weighted bound", claim=CLAIM,
-        command=command_line("elbo-gap", quick, seed, data_dir), table=rows, figures=figures, verdict=verdict,
+        command=command_line("elbo-gap", quick, seed, data_dir, user_data), table=rows, figures=figures, verdict=verdict,
         held=held,
         notes="L_K is estimated from one pool of K_max importance weights per image, cut into disjoint groups of K "
               "(so the small-K values average many groups); mc_std_err is the Monte Carlo standard error of the mean "

@@ -14,11 +14,12 @@ from pathlib import Path
 import torch
 from scipy.stats import norm
 
+from ..data import Splits
 from ..registry import register_experiment
 from ..tools.sample_quality import train_scorer
 from ..models.vae import VAE
 from . import command_line, write_results
-from .common import batch_size, datasets, pyplot, save_figure, show_grid, train, vae_kw
+from .common import batch_size, is_small, datasets, pyplot, save_figure, show_grid, train, vae_kw
 
 CLAIM = "A VAE generates: prior samples, and latent interpolations between pairs of test digits."
 STEPS = 10
@@ -40,17 +41,17 @@ def pairs_of_different_digits(labels: torch.Tensor, n: int, seed: int) -> list[t
     return pairs
 
 
-@register_experiment("generate")
-def run(out: Path, quick: bool, seed: int, data_dir: str | None) -> dict:
+@register_experiment("generate", data="labelled images")
+def run(out: Path, quick: bool, seed: int, data_dir: str | None, user_data: Splits | None = None) -> dict:
     plt = pyplot()
     rows, figures, summary = [], [], []
     t = torch.linspace(0, 1, STEPS)
-    for name, data in datasets(data_dir):
-        small = name == "digits"
+    for name, data in datasets(data_dir, data=user_data):
+        small = is_small(data)
         epochs = (15 if quick else 100) if small else (3 if quick else 20)
         hidden = (256, 128) if small else (512, 256)
         latent = 8 if small else 16
-        kw = dict(hidden=hidden, batch_size=batch_size(name), **vae_kw(name))
+        kw = dict(hidden=hidden, batch_size=batch_size(small), **vae_kw(name))
         vae, _ = train(VAE, data, epochs, seed, latent_dim=latent, **kw)
         scorer = train_scorer(data, epochs=30 if small else 10, seed=seed)
         torch.manual_seed(seed + 1)
@@ -106,7 +107,7 @@ def run(out: Path, quick: bool, seed: int, data_dir: str | None) -> dict:
         f"{r['midpoint_frechet_pixel']:.1f}" for r in summary)
     return write_results(
         out, name="generate", title="Generation: prior samples and latent interpolations", claim=CLAIM,
-        command=command_line("generate", quick, seed, data_dir), table=rows, figures=figures, verdict=verdict,
+        command=command_line("generate", quick, seed, data_dir, user_data), table=rows, figures=figures, verdict=verdict,
         held=None,
         notes="Shown: 8 pairs of test digits with different labels, straight lines between posterior means, "
               "decoded to the mean of p(x|z). Midpoint numbers: 200 random pairs of test digits with different labels, "

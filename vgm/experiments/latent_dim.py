@@ -11,11 +11,12 @@ from pathlib import Path
 import torch
 
 from ..models.ae import AE
+from ..data import Splits
 from ..registry import register_experiment
 from ..train import evaluate_terms
 from ..models.vae import VAE
 from . import command_line, write_results
-from .common import ae_kw, batch_size, datasets, pyplot, save_figure, show_grid, train, vae_kw
+from .common import ae_kw, batch_size, is_small, datasets, pyplot, save_figure, show_grid, train, vae_kw
 
 CLAIM = "Fewer latent dimensions, blurrier reconstructions."
 ACTIVE_THRESHOLD = 0.01
@@ -27,13 +28,13 @@ def active_units(model, x: torch.Tensor, threshold: float = ACTIVE_THRESHOLD) ->
     return int((model.encode(x).mean.var(0) > threshold).sum())
 
 
-@register_experiment("latent-dim")
-def run(out: Path, quick: bool, seed: int, data_dir: str | None) -> dict:
+@register_experiment("latent-dim", data="images")
+def run(out: Path, quick: bool, seed: int, data_dir: str | None, user_data: Splits | None = None) -> dict:
     dims = (2, 16) if quick else (2, 4, 8, 16, 32, 64)
     rows, figures, summary = [], [], []
     plt = pyplot()
-    for name, data in datasets(data_dir):
-        small = name == "digits"
+    for name, data in datasets(data_dir, data=user_data):
+        small = is_small(data)
         epochs = (20 if quick else 100) if small else (3 if quick else 20)
         hidden = (256, 128) if small else (512, 256)
         x = data.test
@@ -42,7 +43,7 @@ def run(out: Path, quick: bool, seed: int, data_dir: str | None) -> dict:
         for d in dims:
             for label, cls, kw in (("AE", AE, ae_kw(name)), ("VAE", VAE, vae_kw(name))):
                 model, _ = train(cls, data, epochs, seed, latent_dim=d, hidden=hidden,
-                                 batch_size=batch_size(name), **kw)
+                                 batch_size=batch_size(small), **kw)
                 torch.manual_seed(seed)
                 terms = evaluate_terms(model, x)
                 with torch.no_grad():
@@ -89,7 +90,7 @@ def run(out: Path, quick: bool, seed: int, data_dir: str | None) -> dict:
     verdict = ("Held — " if held else "Did not hold — ") + verdict
     return write_results(
         out, name="latent-dim", title="Latent size: reconstructions, KL and active units", claim=CLAIM,
-        command=command_line("latent-dim", quick, seed, data_dir), table=rows, figures=figures,
+        command=command_line("latent-dim", quick, seed, data_dir, user_data), table=rows, figures=figures,
         verdict=verdict, held=held,
         notes="Reconstruction MSE is per pixel, from the decoder mean at the posterior mean (AE: the code), on the "
               "test split. recon/KL/ELBO in nats per image (VAE: one reparameterised sample). Active units follow "

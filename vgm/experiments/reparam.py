@@ -14,11 +14,12 @@ from pathlib import Path
 import torch
 from torch.distributions import Normal, kl_divergence
 
+from ..data import Splits
 from ..registry import register_experiment
 from ..train import evaluate_terms
 from ..models.vae import VAE
 from . import command_line, write_results
-from .common import batch_size, datasets, pyplot, save_figure, train, vae_kw
+from .common import batch_size, is_small, datasets, pyplot, save_figure, train, vae_kw
 
 CLAIM = ("Sampling blocks gradients; the reparameterization trick fixes it: orders of magnitude less variance "
          "than the score-function (REINFORCE) estimator.")
@@ -93,8 +94,8 @@ def variance_study(sample_sizes, repeats: int, dim: int, seed: int) -> list[dict
     return rows
 
 
-@register_experiment("reparam")
-def run(out: Path, quick: bool, seed: int, data_dir: str | None) -> dict:
+@register_experiment("reparam", data="images")
+def run(out: Path, quick: bool, seed: int, data_dir: str | None, user_data: Splits | None = None) -> dict:
     plt = pyplot()
     sizes = (1, 4, 16, 64, 256) if quick else (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
     rows = variance_study(sizes, repeats=500 if quick else 2000, dim=10, seed=seed)
@@ -112,10 +113,10 @@ def run(out: Path, quick: bool, seed: int, data_dir: str | None) -> dict:
     ratio_sigma = var["score function", 1]["var_grad_sigma"] / var["reparameterised", 1]["var_grad_sigma"]
 
     finals = []
-    for name, data in datasets(data_dir):
-        small = name == "digits"
+    for name, data in datasets(data_dir, data=user_data):
+        small = is_small(data)
         epochs = (8 if quick else 60) if small else (2 if quick else 10)
-        kw = dict(latent_dim=8, hidden=(256, 128) if small else (512, 256), batch_size=batch_size(name), **vae_kw(name))
+        kw = dict(latent_dim=8, hidden=(256, 128) if small else (512, 256), batch_size=batch_size(small), **vae_kw(name))
         curves = {}
         for label, cls, extra in (("reparameterised (1 sample)", VAE, {}),
                                   ("score function (1 sample)", ScoreFunctionVAE, {}),
@@ -141,7 +142,7 @@ def run(out: Path, quick: bool, seed: int, data_dir: str | None) -> dict:
                            f"{b:.1f} (score + baseline)" for name, r, s, b in finals))
     return write_results(
         out, name="reparam", title="The reparameterization trick: gradient variance", claim=CLAIM,
-        command=command_line("reparam", quick, seed, data_dir), table=rows, figures=figures, verdict=verdict,
+        command=command_line("reparam", quick, seed, data_dir, user_data), table=rows, figures=figures, verdict=verdict,
         held=held,
         notes="Estimator rows: variance over independent repeats of each S-sample estimate, summed over the 10 "
               "coordinates, for f(z) = ‖z − c‖² (exact gradient (2(μ − c), 2σ)); max_bias_in_se is the largest "

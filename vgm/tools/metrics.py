@@ -1,4 +1,12 @@
-"""`vgm metrics RUN_DIR`: every disentanglement metric of a model trained on dSprites, from fresh grid samples.
+"""`vgm metrics RUN_DIR`: every disentanglement metric of a model trained on dSprites, from fresh grid samples;
+for a run on any other data with class labels (digits, MNIST, an image folder with class sub-folders, an .npz
+with labels), what its codes say about the label.
+
+With the label as the one known factor: MIG and SAP (is the label's information in one code dimension?), DCI
+completeness and informativeness (DCI disentanglement is 1 by definition with one factor, so it is not shown),
+and a linear probe: a logistic regression on the standardised codes of the training split, its accuracy on the
+test split's codes, beside the majority class's share (chance). For a conditional model (cvae) the codes are
+q(z|x, y)'s means, so the probe measures how much of the label the latent code still carries.
 
 Beside FactorVAE's own pruning (std of the code over the data >= 0.05) it counts the dimensions active by KL:
 mean over the images of KL(q(z_d|x) ‖ N(0, 1)) above KL_ACTIVE nats. A dimension the model does not use has
@@ -138,6 +146,104 @@ def score_all(encode: Callable, dataset, n_codes: int = 10000, n_train: int = 10
     return {**res, "seconds": seconds}
 
 
+def codes_of(model, x, y=None, device=None, batch_size: int = 2048) -> tuple[np.ndarray, np.ndarray | None]:
+    """Encoder means (N, d) of examples x (N, ...) (a conditional model is given the labels y), and the
+    (N, d) KL(q(z_d|x) ‖ N(0, 1)) where q is a diagonal Gaussian and the prior N(0, I) (else None; see kl_of)."""
+    device = device or model.device
+    prior = gaussian(getattr(model, "prior", None))
+    standard = prior is not None and bool((prior.loc == 0).all() and (prior.scale == 1).all())
+    means, kls = [], []
+    with torch.no_grad():
+        model.eval()
+        for i in range(0, len(x), batch_size):
+            xb = x[i:i + batch_size].to(device)
+            m = model.given(y[i:i + batch_size].to(device)) if getattr(model, "conditional", False) else model
+            q = m.encode(xb)
+            means.append(q.mean.double().cpu())
+            g = gaussian(q) if standard else None
+            kls.append(None if g is None else gaussian_kl(g.loc.double(), g.scale.double()).cpu())
+    kl = None if any(k is None for k in kls) else torch.cat(kls).numpy()
+    return torch.cat(means).numpy(), kl
+
+
+def linear_probe(train_codes: np.ndarray, train_y: np.ndarray, test_codes: np.ndarray, test_y: np.ndarray,
+                 seed: int = 0) -> dict:
+    """Test accuracy of a logistic regression on standardised codes, and chance (the majority class's share of
+    the test labels)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if len(np.unique(train_y)) < 2:
+        raise VgmError("the training labels take one value only: a probe needs two classes")
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    probe.fit(train_codes, train_y)
+    counts = np.bincount(test_y)
+    return {"accuracy": float(np.mean(probe.predict(test_codes) == test_y)),
+            "train_accuracy": float(np.mean(probe.predict(train_codes) == train_y)),
+            "chance": float(counts.max() / counts.sum())}
+
+
+def score_labels(model, splits, n_codes: int = 10000, n_train: int = 10000, dci_model: str = "gbt", seed: int = 0,
+                 progress: bool = False) -> dict:
+    """The label metrics (module doc) of a model on a run's data: codes of up to n_codes test examples and
+    n_train training examples, drawn with `seed`."""
+    from ..run import checked_split
+
+    if splits.train_labels is None or splits.test_labels is None:
+        raise VgmError(f"{splits.name or 'the data'} have no labels: vgm metrics needs dSprites' factors or class "
+                       "labels (class sub-folders of an image folder, 'y' or 'train_labels'/'test_labels' in an .npz)")
+    rng = np.random.default_rng(seed)
+
+    def draw(split: str, labels: torch.Tensor, n: int):
+        x = checked_split(model, splits, split)
+        idx = np.sort(rng.choice(len(x), size=min(n, len(x)), replace=False))
+        t = torch.as_tensor(idx)
+        return x[t], labels[t]
+
+    xs_test, ys_test = draw("test", splits.test_labels, n_codes)
+    xs_train, ys_train = draw("train", splits.train_labels, n_train)
+    y_test, y_train = ys_test.numpy()[:, None], ys_train.numpy()
+    steps = {"codes": lambda: (codes_of(model, xs_test, ys_test), codes_of(model, xs_train, ys_train)[0]),
+             "mig": lambda: mig(out["codes"][0][0], y_test),
+             "sap": lambda: sap(out["codes"][0][0], y_test, seed=seed),
+             "dci": lambda: dci(out["codes"][0][0], y_test, model=dci_model, seed=seed),
+             "probe": lambda: linear_probe(out["codes"][1], y_train, out["codes"][0][0], y_test[:, 0], seed=seed)}
+    out, seconds = {}, {}
+    for name in stages(list(steps), progress):
+        t0 = time.perf_counter()
+        out[name] = steps[name]()
+        seconds[name] = round(time.perf_counter() - t0, 2)
+    (codes, kl), _ = out.pop("codes")
+    out["dci"].pop("disentanglement")                   # 1 by definition with one factor
+    res = {**out, "latent_dims": int(codes.shape[1]), "n_test": len(y_test), "n_train": len(y_train),
+           "classes": int(max(splits.train_labels.max(), splits.test_labels.max())) + 1}
+    if kl is not None:
+        per_dim = kl.mean(0)
+        res.update(kl_per_dim=per_dim.tolist(), kl_active_threshold=KL_ACTIVE,
+                   active_dims_kl=int((per_dim > KL_ACTIVE).sum()))
+    return {**res, "seconds": seconds}
+
+
+def label_table(res: dict) -> list[tuple[str, str]]:
+    """(label, value) rows of the printed report of a labelled run."""
+    p, d = res["probe"], res["latent_dims"]
+    rows = [("MIG (label)", f"{res['mig']:.4f}"), ("SAP (label)", f"{res['sap']:.4f}")]
+    rows += [(f"DCI {k} (label)", f"{v:.4f}") for k, v in res["dci"].items()]
+    rows += [("linear probe accuracy", f"{p['accuracy']:.4f}  (train {p['train_accuracy']:.4f}; chance "
+                                       f"{p['chance']:.4f}; {res['classes']} classes)")]
+    rows += kl_rows(res, d)
+    return rows
+
+
+def kl_rows(res: dict, d: int) -> list[tuple[str, str]]:
+    if "active_dims_kl" not in res:
+        return [("active dims, KL", "— (needs a Gaussian q(z|x) and an N(0, I) prior)")]
+    return [("active dims, KL", f"{res['active_dims_kl']} of {d}  (mean KL(q(z_d|x) ‖ N(0,1)) > "
+                                f"{res['kl_active_threshold']:g} nats)"),
+            ("KL per dim (nats)", " ".join(f"{v:.3f}" for v in res["kl_per_dim"]))]
+
+
 def table(res: dict, factor_names) -> list[tuple[str, str]]:
     """(label, value) rows of the printed report."""
     fv, d = res["factor_vae_score"], res["latent_dims"]
@@ -146,12 +252,7 @@ def table(res: dict, factor_names) -> list[tuple[str, str]]:
     rows += [("β-VAE score", f"{res['beta_vae_score']['eval_accuracy']:.4f}"),
              ("FactorVAE score", f"{fv['eval_accuracy']:.4f}"),
              ("active dims, FactorVAE", f"{fv['active_dims']} of {d}  (std of the code over the data >= 0.05)")]
-    if "active_dims_kl" in res:
-        rows += [("active dims, KL", f"{res['active_dims_kl']} of {d}  (mean KL(q(z_d|x) ‖ N(0,1)) > "
-                                     f"{res['kl_active_threshold']:g} nats)"),
-                 ("KL per dim (nats)", " ".join(f"{v:.3f}" for v in res["kl_per_dim"]))]
-    else:
-        rows.append(("active dims, KL", "— (needs a Gaussian q(z|x) and an N(0, I) prior)"))
+    rows += kl_rows(res, d)
     if res["constant_factors"]:
         names = ", ".join(factor_names[k] for k in res["constant_factors"])
         rows.append(("note", f"constant in the sample, left out of MIG and SAP: {names}"))
@@ -160,17 +261,22 @@ def table(res: dict, factor_names) -> list[tuple[str, str]]:
 
 @register_command("metrics")
 def cmd_metrics(argv: list[str]) -> int:
-    from ..checkpoint import load, read_json
+    from ..checkpoint import load
+    from ..run import read_run_config, run_data
     from ..options import Parser, positive_int, seed
     from ..data.dsprites import DSprites
     from ..train import resolve_device
 
     p = Parser(prog="vgm metrics", description="disentanglement metrics (MIG, SAP, DCI, β-VAE and FactorVAE "
-                                               "scores) of a run trained on dsprites or dsprites32")
-    p.add_argument("run_dir", type=Path, help="run folder of a model with an encoder (an autoencoder or a VAE) trained on dSprites")
-    p.add_argument("--n-codes", type=positive_int, default=10000, help="grid points for MIG, SAP and DCI")
+                                               "scores) of a run trained on dsprites or dsprites32; for a run on "
+                                               "other data with class labels, what its codes say about the label "
+                                               "(MIG, SAP, DCI completeness and informativeness, a linear probe)")
+    p.add_argument("run_dir", type=Path, help="run folder of a model with an encoder (an autoencoder or a VAE)")
+    p.add_argument("--n-codes", type=positive_int, default=10000,
+                   help="grid points (dSprites), or test examples (labelled data), for MIG, SAP and DCI")
     p.add_argument("--n-train", type=positive_int, default=10000,
-                   help="training points of the β-VAE / FactorVAE scores")
+                   help="training points of the β-VAE / FactorVAE scores, or training examples of the probe")
+    p.add_argument("--data-dir", default=None, help="where a labelled run's data now are, if moved (default: where they were when it trained)")
     p.add_argument("--n-eval", type=positive_int, default=5000, help="evaluation points of the β-VAE / FactorVAE scores")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per point of the β-VAE / FactorVAE scores")
     p.add_argument("--n-variance", type=positive_int, default=10000, help="images for the FactorVAE score's code scales")
@@ -181,14 +287,22 @@ def cmd_metrics(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object (default: a table)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr (default: progress shown)")
     a = p.parse_args(argv)
-    cfg = read_json(a.run_dir / "config.json")
+    cfg = read_run_config(a.run_dir)
     data = cfg.get("data", {}).get("data")
-    if data not in ("dsprites", "dsprites32"):
-        raise VgmError(f"{a.run_dir} was trained on {data!r}; vgm metrics needs a dsprites or dsprites32 run")
     model = load(a.run_dir, resolve_device(a.device))
     if not callable(getattr(model, "encode", None)):
         raise VgmError(f"{a.run_dir} holds a {model.kind} model, which has no encoder to score; vgm metrics "
                        "needs a model with an encoder (an autoencoder or a VAE)")
+    if data not in ("dsprites", "dsprites32"):
+        _, splits = run_data(a.run_dir, a.data_dir)
+        torch.manual_seed(a.seed)
+        res = {"run": str(a.run_dir), "kind": model.kind, "data": splits.name or data,
+               **score_labels(model, splits, a.n_codes, a.n_train, a.dci_model, a.seed, progress=not a.quiet)}
+        if a.json:
+            print(json.dumps(res))
+            return 0
+        return print_rows(f"{a.run_dir} ({model.kind}) on {res['data']}, {res['n_test']} test examples:",
+                          label_table(res))
     shape = tuple(model.config.input_shape)
     if len(shape) != 3 or shape[0] != 1 or shape[1] != shape[2]:
         raise VgmError(f"the model takes inputs of shape {shape}, not dSprites images")
@@ -200,9 +314,12 @@ def cmd_metrics(argv: list[str]) -> int:
     if a.json:
         print(json.dumps(res))
         return 0
-    rows = table(res, grid.factor_names)
+    return print_rows(f"{a.run_dir} ({model.kind}) on {data}, {a.n_codes} codes:", table(res, grid.factor_names))
+
+
+def print_rows(title: str, rows: list[tuple[str, str]]) -> int:
     width = max(len(label) for label, _ in rows)
-    print(f"{a.run_dir} ({model.kind}) on {data}, {a.n_codes} codes:")
+    print(title)
     for label, value in rows:
         print(f"  {label:<{width}}  {value}")
     return 0
