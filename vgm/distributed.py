@@ -9,6 +9,7 @@ so a step's gradient is the global batch mean whatever W is; validation sums and
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass
@@ -101,6 +102,59 @@ def all_true(flag: bool, device: torch.device, world: World) -> bool:
         return flag
     t = torch.tensor([0 if flag else 1], device=device)
     return int(all_sum(t, world)) == 0
+
+
+# torch 2.13 renames all_gather_into_tensor (its old name warns); older releases have only that one
+_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
+_BATCH: list[tuple[list[int], int]] = []     # the global batch being computed: every rank's share size, this rank
+
+
+@contextlib.contextmanager
+def global_batch(m: int, world: World):
+    """While a rank computes its share of a global batch of m rows, gather_rows can put the whole batch
+    together; the trainer opens one per step and per validation batch under torchrun."""
+    if not world.distributed:
+        yield
+        return
+    _BATCH.append(([share(m, World(r, world.size))[1] - share(m, World(r, world.size))[0]
+                    for r in range(world.size)], world.rank))
+    try:
+        yield
+    finally:
+        _BATCH.pop()
+
+
+def gather_rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(rows of every rank's t in rank order, where this rank's rows start), for losses that couple the
+    examples of a batch (β-TCVAE's estimate of q(z)): the same batch as one process would see, so the numbers do
+    not depend on the number of processes. Gradients flow back to the rank that owns each row. Outside a
+    global_batch (one process, evaluation), t itself and 0."""
+    if not _BATCH:
+        return t, 0
+    sizes, rank = _BATCH[-1]
+    most = max(sizes)
+    padded = torch.cat([t, t.new_zeros(most - t.shape[0], *t.shape[1:])]) if t.shape[0] < most else t
+    parts = _AllGather.apply(padded, rank, len(sizes)).unflatten(0, (len(sizes), most))
+    return torch.cat([p[:n] for p, n in zip(parts, sizes)]), sum(sizes[:rank])
+
+
+class _AllGather(torch.autograd.Function):
+    """(W·B, ...) = every rank's (B, ...) in rank order; the gradient of a rank's rows is the sum of what every
+    rank's loss sends them (one all-reduce of the whole gradient, then this rank's slice)."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor, rank: int, size: int) -> torch.Tensor:
+        ctx.rank, ctx.rows = rank, t.shape[0]
+        out = t.new_empty(size * t.shape[0], *t.shape[1:])
+        _all_gather_single(out, t.contiguous())
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows], None, None
 
 
 def barrier(world: World) -> None:

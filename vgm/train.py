@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import atomic_write, load_checkpoint, read_safetensors, save_checkpoint
 from .data import Splits
-from .distributed import World, all_sum, all_true, device_for, setup, share
+from .distributed import World, all_sum, all_true, device_for, global_batch, setup, share
 from .errors import VgmError
 
 
@@ -111,11 +111,24 @@ def evaluate_terms(model, x: torch.Tensor, batch_size: int = 1000, y: torch.Tens
 
 def validation_terms(model, x: torch.Tensor, batch_size: int, world: World,
                      y: torch.Tensor | None = None) -> dict[str, float]:
-    """evaluate_terms over all ranks: each sums its share of x, the sums are all-reduced (not means of means)."""
+    """evaluate_terms over all ranks: each batch of x is the one a single process would see, each rank sums its
+    share of it (so losses that couple a batch's examples see the same batch), and the sums are all-reduced
+    (not means of means)."""
     if not world.distributed:
         return evaluate_terms(model, x, batch_size, y)
-    a, b = share(x.shape[0], world)
-    sums = sum_terms(model, x[a:b], batch_size, None if y is None else y[a:b])
+    sums: dict[str, torch.Tensor] = {}
+    for i in range(0, x.shape[0], batch_size):
+        m = min(batch_size, x.shape[0] - i)
+        if m >= world.size:
+            a, b = share(m, world)
+            with global_batch(m, world):
+                part = sum_terms(model, x[i + a:i + b], m, None if y is None else y[i + a:i + b])
+        else:           # a last batch of fewer rows than ranks: each rank computes all of it, rank 0 counts it
+            part = sum_terms(model, x[i:i + m], m, None if y is None else y[i:i + m])
+            if not world.main:
+                part = {k: torch.zeros_like(v) for k, v in part.items()}
+        for k, v in part.items():
+            sums[k] = sums.get(k, 0) + v
     names = list(sums)
     total = all_sum(torch.stack([torch.as_tensor(sums[k], dtype=torch.float64, device=x.device)
                                  for k in names]), world)
@@ -229,7 +242,7 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
         raise VgmError("resume needs the run folder that holds the checkpoint")
     world = setup(resolve_device(cfg.device))
     device = device_for(resolve_device(cfg.device), world)
-    check_world(cfg, data, world)
+    check_world(cfg, data, world, model)
     model.to(device).train()
     data = data.to(device)
     train = data.train
@@ -303,7 +316,8 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
                 m = rows.shape[0] - rows.shape[0] % world.size    # (a last batch is cut to a multiple of W)
                 a, b = share(m, world)
                 rows, y = rows[a:b], None if y is None else y[a:b]
-                terms = step_fn(rows, y)
+                with global_batch(m, world):
+                    terms = step_fn(rows, y)
                 loss = terms["loss"].sum() * (world.size / m)
             else:
                 terms = step_fn(rows, y)
@@ -382,12 +396,18 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
     return history
 
 
-def check_world(cfg: TrainConfig, data: Splits, world: World) -> None:
-    """The global batch must split evenly over the ranks, and every rank needs training examples."""
+def check_world(cfg: TrainConfig, data: Splits, world: World, model=None) -> None:
+    """The global batch must split evenly over the ranks, every rank needs training examples, and the model's
+    batch statistics must not be per rank (`model.per_rank_statistics`: why a run would depend on the number of
+    processes, or empty)."""
     if data.train.shape[0] == 0:
         raise VgmError("the training split is empty")
     if not world.distributed:
         return
+    why = getattr(model, "per_rank_statistics", "")
+    if why:
+        raise VgmError(f"{model.kind} cannot train under torchrun yet: {why}, so the run would depend on the number "
+                       "of processes; train it in one process")
     if cfg.batch_size % world.size:
         raise VgmError(f"--batch-size {cfg.batch_size} is the global batch and must divide evenly over the "
                        f"{world.size} processes (e.g. {cfg.batch_size - cfg.batch_size % world.size or world.size})")

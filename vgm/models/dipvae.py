@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..elbo import elbo
+from ..distributed import gather_rows
 from ..registry import register_model
 from .vae import VAE, VAEConfig
 
@@ -73,6 +73,7 @@ class DIPVAE(VAE):
         z = q.rsample()
         recon = -self.decode(z).log_prob(x)
         kl = torch.distributions.kl_divergence(q, self.prior)
-        cov = dip_covariance(q.base_dist.loc, q.base_dist.scale ** 2, c.dip_type)
+        both, _ = gather_rows(torch.cat([q.base_dist.loc, q.base_dist.scale ** 2], dim=-1))   # the global batch's
+        cov = dip_covariance(*both.chunk(2, dim=-1), c.dip_type)
         dip = dip_penalty(cov, c.lambda_od, c.lambda_d).expand_as(recon)
         return {"recon": recon, "kl": kl, "elbo": -(recon + kl), "dip": dip, "loss": recon + kl + dip}

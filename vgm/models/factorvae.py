@@ -56,6 +56,8 @@ class FactorVAE(VAE):
     """VAE + γ·TC with a density-ratio discriminator trained alongside by its own optimizer."""
 
     Config = FactorVAEConfig
+    per_rank_statistics = "its discriminator learns from codes permuted across the batch, and each process would " \
+                          "permute only its share"
     priors = ("standard",)
     default_iw_samples = 50     # conv decoders on 64x64 / 32x32 images, as betavae
 

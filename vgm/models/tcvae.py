@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.distributions import Normal
 
+from ..distributed import gather_rows
 from ..errors import VgmError
 from ..registry import register_model
 from .vae import VAE, VAEConfig
@@ -60,12 +61,15 @@ class TCVAE(VAE):
             raise ValueError("alpha, gamma and dataset_size must be >= 0")
 
     def decomposition(self, q, z: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per example of the batch (stratified estimates): mi, tc, dwkl, summing to log q(z|x) − log p(z)."""
-        m = z.shape[0]
+        """Per example of the batch (stratified estimates): mi, tc, dwkl, summing to log q(z|x) − log p(z).
+        Under torchrun the batch is the global one: this rank's z against every rank's posteriors."""
+        base = q.base_dist                                                   # Normal over (B, d): this rank's rows
+        both, start = gather_rows(torch.cat([base.loc, base.scale], dim=-1)) # (M, 2d): the whole batch's
+        loc, scale = both.chunk(2, dim=-1)
+        b, m = z.shape[0], loc.shape[0]
         n = self.config.dataset_size or m
-        base = q.base_dist                                                   # Normal over (M, d)
-        pairs = Normal(base.loc[None], base.scale[None]).log_prob(z[:, None])  # (M, M, d): log q(z_i,k | x_j,k)
-        log_w = stratified_log_weights(m, n, z)
+        pairs = Normal(loc[None], scale[None]).log_prob(z[:, None])          # (B, M, d): log q(z_i,k | x_j,k)
+        log_w = stratified_log_weights(m, n, z)[start:start + b]
         log_qz = torch.logsumexp(pairs.sum(-1) + log_w, dim=1)
         log_qz_prod = torch.logsumexp(pairs + log_w[..., None], dim=1).sum(-1)
         return split_kl(q.log_prob(z), log_qz, log_qz_prod, self.prior.log_prob(z))

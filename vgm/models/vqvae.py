@@ -81,6 +81,12 @@ class VQVAE(Model):
     """Convolutional VQ-VAE with straight-through gradients, an optional EMA codebook, and a transformer code prior."""
 
     Config = VQVAEConfig
+
+    @property
+    def per_rank_statistics(self) -> str:
+        """--ema's codebook averages are buffers: under torchrun each process would average only its share."""
+        return "with --ema the codebook follows averages of each process's share of the batch" if self.config.ema \
+            else ""
     default_iw_samples = 0
 
     def __init__(self, config: VQVAEConfig | None = None, **kwargs):
