@@ -7,6 +7,7 @@ Rows (examples per second: training examples over the epoch's wall time, validat
   vgm train, 1 process x T threads      the CLI's trainer (threads = the machine's cores, T)
   vgm train, 1 process x 1 thread
   vgm train, W processes x 1 thread     torchrun + DDP on gloo, the same global batch
+  bare DDP loop, 1 and W processes      the bare loop under torchrun + DistributedDataParallel: the floor
 and where CUDA is available: the bare loop and `vgm train` on the GPU in fp32, bf16 and compiled.
 The model is the README's MNIST VAE: MLP 784-512-256, z = 32, Bernoulli decoder, dynamic binarisation.
 """
@@ -69,15 +70,68 @@ def bare_throughput(data, epochs: int, batch: int, device: str, dtype=None, comp
     return statistics.median(rates[1:] if len(rates) > 1 else rates)
 
 
+def bare_ddp_throughput(data_dir: str, epochs: int, batch: int, nproc: int) -> float:
+    """The bare loop under torchrun: DistributedDataParallel over the same vgm.VAE, each rank its share of every
+    global batch (weighted as vgm weights it), 1 thread per process; rank 0's median epoch (examples/s)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "rate"
+        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+                            __file__, "--data-dir", data_dir, "--epochs", str(epochs), "--batch-size", str(batch),
+                            "--bare-ddp-worker", str(out)], capture_output=True, text=True,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+        if r.returncode:
+            raise SystemExit(r.stderr[-3000:])
+        return float(out.read_text())
+
+
+def bare_ddp_worker(data_dir: str, epochs: int, batch: int, out: str) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+
+    class Objective(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return self.model.loss(x)
+
+    x = vgm.load_data("mnist", data_dir=data_dir).train
+    torch.manual_seed(0)
+    model = vgm.VAE(input_shape=(1, 28, 28), latent_dim=32, hidden=(512, 256))
+    step = DistributedDataParallel(Objective(model))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    share = batch // world
+    rates = []
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        xs = torch.bernoulli(x[torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch))])
+        for i in range(0, len(xs) - len(xs) % batch, batch):
+            loss = step(xs[i + rank * share:i + (rank + 1) * share])["loss"].sum() * (world / batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        rates.append(len(xs) / (time.perf_counter() - t0))
+    if rank == 0:
+        Path(out).write_text(str(statistics.median(rates[1:] if len(rates) > 1 else rates)))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", required=True)
+    p.add_argument("--bare-ddp-worker", default=None, help=argparse.SUPPRESS)     # internal: one torchrun rank
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--procs", type=int, default=2)
     p.add_argument("--gpu-batch-size", type=int, default=1024)
     p.add_argument("--gpu-only", action="store_true", help="skip the CPU rows")
     a = p.parse_args()
+    if a.bare_ddp_worker:
+        return bare_ddp_worker(a.data_dir, a.epochs, a.batch_size, a.bare_ddp_worker)
     cores = os.cpu_count() or 1
     data = vgm.load_data("mnist", data_dir=a.data_dir)
     common = ["--data", "mnist", "--data-dir", a.data_dir, *MODEL, "--epochs", str(a.epochs),
@@ -94,7 +148,12 @@ def main() -> None:
         row("vgm train, 1 process x 1 thread (CPU)", one)
         many = cli_throughput(common, {"OMP_NUM_THREADS": "1"}, nproc=a.procs)
         row(f"vgm train, {a.procs} processes x 1 thread (CPU, gloo)", many)
-        print(f"{a.procs} processes / 1 process (1 thread each): {many / one:.2f}x", flush=True)
+        bare_one = bare_ddp_throughput(a.data_dir, a.epochs, a.batch_size, 1)
+        row("bare DDP loop, 1 process x 1 thread (CPU, gloo)", bare_one)
+        bare_many = bare_ddp_throughput(a.data_dir, a.epochs, a.batch_size, a.procs)
+        row(f"bare DDP loop, {a.procs} processes x 1 thread (CPU, gloo)", bare_many)
+        print(f"{a.procs} processes / 1 process (1 thread each): vgm {many / one:.2f}x, bare DDP loop "
+              f"{bare_many / bare_one:.2f}x; vgm / bare with {a.procs} processes: {many / bare_many:.2f}", flush=True)
     if torch.cuda.is_available():
         gpu = [*common[:-2], "--device", "cuda", "--batch-size", str(a.gpu_batch_size)]
         print(f"GPU: {torch.cuda.get_device_name()}, batch {a.gpu_batch_size}", flush=True)
