@@ -9,6 +9,7 @@
                   learned prior, and the Fréchet distance of the classifier's features beside a VAE's samples
 
     python benchmarks/family.py --part mnist --data-dir /work/shared/data/mnist10k --device cuda --out out/family
+    OMP_NUM_THREADS=1 python benchmarks/family.py --part cvae --data-dir ../shared/data/mnist10k --cvae-latents 4,8,16
 Writes OUT/family_PART.json (appended as each model finishes) and sample grids.
 """
 from __future__ import annotations
@@ -110,7 +111,8 @@ def mnist(out: Path, data_dir: str, epochs: int, device: str, cvae_epochs: int, 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", choices=("disentangle", "mnist"), required=True)
+    p.add_argument("--part", choices=("disentangle", "mnist", "cvae"), required=True,
+                   help="cvae: the CVAEs of the mnist part alone")
     p.add_argument("--out", type=Path, default=Path("out/family"))
     p.add_argument("--device", default="cpu")
     p.add_argument("--seeds", default="0")
@@ -119,12 +121,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--dsprites-epochs", type=int, default=FULL.epochs, help="epochs per dSprites model")
     p.add_argument("--cvae-epochs", type=int, default=20)
-    p.add_argument("--cvae-latents", default="16", help="latent sizes of the CVAEs trained")
+    p.add_argument("--cvae-latents", default="4", help="latent sizes of the CVAEs trained (comma-separated)")
     a = p.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if a.part == "disentangle":
         disentangle(a.out, [int(s) for s in a.seeds.split(",")], a.device, a.quick, a.dsprites_epochs)
+    elif a.part == "cvae":
+        data = vgm.load_data("mnist", data_dir=a.data_dir)
+        scorer = train_scorer(data)
+        for latent in [int(v) for v in a.cvae_latents.split(",")]:
+            conditional_samples(a.out, data, scorer, data.test[:1000].cpu(), a.cvae_epochs, a.device, latent, 1000)
     else:
         mnist(a.out, a.data_dir, a.epochs, a.device, a.cvae_epochs, [int(v) for v in a.cvae_latents.split(',')])
     print(f"{a.part}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
