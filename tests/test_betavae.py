@@ -248,7 +248,9 @@ def test_metrics_cli_refuses_other_data(tmp_path):
 def test_beta_sweep_quick(tmp_path):
     from vgm.experiments.beta_sweep import run, verdict_of
     res = run(tmp_path, quick=True, seed=0, data_dir=None)
-    assert [r["beta"] for r in res["table"]] == [1, 2, 4, 8, 16, 6.0]
+    assert [r["beta"] for r in res["table"]] == [1, 2, 4, 8, 16, 6.0, 1.0, 1.0]
+    assert [r["model"] for r in res["table"][5:]] == ["tcvae", "factorvae", "dipvae"]
+    assert all(0 <= r["mig"] <= 1 and r["test_kl"] > 0 for r in res["table"])
     # the verdict, recomputed from the table: Spearman ρ(β, recon) ≥ 0.9 and the best MIG at β ≥ 4 beats β = 1 by 0.05
     sweep = [r for r in res["table"] if r["model"] == "betavae"]
     ranks = lambda v: np.argsort(np.argsort(v)).astype(float)
