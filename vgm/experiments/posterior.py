@@ -138,7 +138,7 @@ def run(out: Path, quick: bool, seed: int, data_dir: str | None) -> dict:
         row = {"part": "calibration", "method": label}
         for lv in LEVELS:
             row[f"coverage_{int(lv * 100)}"] = coverage(m, sd, yt, lv)
-        row[f"coverage_90_outside_training_range"] = coverage(m[outside], sd[outside], yt[outside], 0.9)
+        row["coverage_90_outside_training_range"] = coverage(m[outside], sd[outside], yt[outside], 0.9)
         row["test_log_lik"] = Normal(m, sd).log_prob(yt).mean().item()
         rows.append(row)
     rows.append({"part": "evidence", "method": "mean-field VI", "log_evidence_exact": evidence.mean().item(),

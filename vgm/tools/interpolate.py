@@ -62,7 +62,7 @@ def image_strip(path: Path, rows: dict[str, torch.Tensor], heads: list[str], tit
     from ..plots import grid, pyplot
     plt = pyplot()
     names = list(rows)
-    k, (c, h, w) = len(heads), next(iter(rows.values())).shape[1:]
+    k, (_, h, w) = len(heads), next(iter(rows.values())).shape[1:]
     pic = grid(torch.cat([rows[n] for n in names]).detach().float().cpu(), ncol=k)
     fig, ax = plt.subplots(figsize=(0.75 * k + 1.2, 0.75 * len(names) + 0.8), layout="constrained")
     ax.imshow(pic, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
