@@ -241,8 +241,8 @@ def test_train_resume_metrics_cli(tmp_path):
 def test_metrics_cli_refuses_other_data(tmp_path):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "config.json").write_text(json.dumps({"kind": "vae", "data": {"data": "digits"}}))
-    r = run_cli("metrics", tmp_path / "d")
-    assert r.returncode == 2 and "dsprites" in r.stderr and len(r.stderr.splitlines()) == 1
+    r = run_cli("metrics", tmp_path / "d")               # not a whole run configuration: refused in one line
+    assert r.returncode == 2 and "not a vgm run configuration" in r.stderr and len(r.stderr.splitlines()) == 1
 
 
 def test_beta_sweep_quick(tmp_path):

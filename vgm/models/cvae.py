@@ -28,8 +28,8 @@ from .nets import Decoder, Encoder
 class CVAEConfig:
     input_shape: tuple[int, ...] = (1, 28, 28)
     latent_dim: int = field(default=4, metadata={"help": "few, so that the decoder takes the class from y and not "
-                                                        "from z (docs/disentanglement.md: 16 dims gave 63-80% of "
-                                                        "samples in the asked-for class, 4 dims 93-97%)"})
+                                                        "from z (docs/disentanglement.md: 16 dims gave 63-80%% of "
+                                                        "samples in the asked-for class, 4 dims 93-97%%)"})
     arch: str = field(default="mlp", metadata={"choices": ("mlp", "conv"), "help": "backbone"})
     hidden: tuple[int, ...] = field(default=(512, 256), metadata={"help": "encoder widths; the decoder mirrors them"})
     likelihood: str = field(default="bernoulli", metadata={"choices": LIKELIHOODS, "help": "p(x|z, y)"})
