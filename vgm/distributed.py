@@ -117,8 +117,8 @@ def global_batch(m: int, world: World):
     if not world.distributed:
         yield
         return
-    _BATCH.append(([share(m, World(r, world.size))[1] - share(m, World(r, world.size))[0]
-                    for r in range(world.size)], world.rank))
+    shares = (share(m, World(r, world.size)) for r in range(world.size))
+    _BATCH.append(([b - a for a, b in shares], world.rank))
     try:
         yield
     finally:

@@ -834,8 +834,7 @@ class ExploreServer(ThreadingHTTPServer):
     exits (one that was aborted the process in about 1 of 10 Ctrl-Cs: "terminate called without an active
     exception")."""
 
-    daemon_threads = False
-    block_on_close = True
+    daemon_threads = False          # so that server_close joins them (ThreadingMixIn's block_on_close)
     request_queue_size = 256        # a burst of connections waits in the backlog instead of being refused
 
     def __init__(self, explorer: Explorer, host: str, port: int):

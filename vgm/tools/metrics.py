@@ -63,14 +63,19 @@ def gaussian(dist) -> Normal | None:
     return base if isinstance(base, Normal) else None
 
 
+def standard_prior(model) -> bool:
+    """Whether the model's prior is the factorised N(0, I) that the per-dimension KL is taken against."""
+    prior = gaussian(getattr(model, "prior", None))
+    return prior is not None and bool((prior.loc == 0).all() and (prior.scale == 1).all())
+
+
 def kl_of(model, device=None, batch_size: int = 2048) -> Callable[[np.ndarray], np.ndarray] | None:
     """images -> (N, d) KL(q(z_d|x) ‖ N(0, 1)) per image and dimension; None unless q(z|x) is a diagonal
     Gaussian and the prior is N(0, I) (an autoencoder's point mass, an IAF posterior, a VampPrior or a flow
     prior: the per-dimension KL to N(0, 1) is not the model's KL there)."""
     device = device or model.device
     with torch.no_grad():
-        prior = gaussian(getattr(model, "prior", None))
-        if prior is None or not bool((prior.loc == 0).all() and (prior.scale == 1).all()):
+        if not standard_prior(model):
             return None
         if gaussian(model.encode(torch.zeros(1, *model.config.input_shape, device=device))) is None:
             return None
@@ -150,8 +155,7 @@ def codes_of(model, x, y=None, device=None, batch_size: int = 2048) -> tuple[np.
     """Encoder means (N, d) of examples x (N, ...) (a conditional model is given the labels y), and the
     (N, d) KL(q(z_d|x) ‖ N(0, 1)) where q is a diagonal Gaussian and the prior N(0, I) (else None; see kl_of)."""
     device = device or model.device
-    prior = gaussian(getattr(model, "prior", None))
-    standard = prior is not None and bool((prior.loc == 0).all() and (prior.scale == 1).all())
+    standard = standard_prior(model)
     means, kls = [], []
     with torch.no_grad():
         model.eval()
