@@ -62,8 +62,18 @@ def test_two_gloo_processes_train_the_same_ae_as_one(tmp_path):
 
 
 FAMILIES = """
-import sys
+import os, sys
+import torch
+import vgm.cli
 from vgm.cli import main
+
+def fit_and_keep_state(model, *args, **kwargs):       # every rank's final weights and buffers, for the test
+    history = FIT(model, *args, **kwargs)
+    rank = os.environ.get("RANK", "solo")
+    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, f"{kwargs['run_dir']}.rank{rank}.pt")
+    return history
+
+FIT, vgm.cli.fit = vgm.cli.fit, fit_and_keep_state
 
 common = ["--epochs", "2", "--quiet", "--seed", "0"]
 RUNS = {
@@ -83,6 +93,9 @@ for name, args in RUNS.items():
 """
 
 
+RUN_NAMES = ("realnvp", "maf", "nsf", "vae", "betavae", "tcvae", "seqvae", "vrnn")
+
+
 def test_every_model_family_trains_the_same_under_torchrun(tmp_path):
     # Flows on continuous 2-D data have no noise in their loss: 2 processes must end with the weights of 1
     # (catches ActNorm initialised from one rank's share, or differently on each rank: its loc would differ by
@@ -91,7 +104,9 @@ def test_every_model_family_trains_the_same_under_torchrun(tmp_path):
     # its noise per rank, so there the schedules must match step for step (catches a β-VAE capacity or a
     # seqvae KL ramp counting per-rank steps) and the validation terms agree far inside the seed-to-seed spread
     # (measured: |Δ elbo| <= 0.12 nats against a spread of 0.2-1.6 over seeds 0-2, 4.6 for vrnn). The β-TCVAE
-    # estimator's batch under torchrun is tested exactly below.
+    # estimator's batch under torchrun is tested exactly below. Both ranks end with equal weights and buffers
+    # (catches a buffer that changes per rank, e.g. β-VAE's step counter counting one rank's steps twice, which
+    # DDP no longer hides by broadcasting rank 0's buffers).
     script = tmp_path / "families.py"
     script.write_text(FAMILIES)
     one = subprocess.run([sys.executable, str(script), str(tmp_path / "one")], capture_output=True, text=True,
@@ -101,6 +116,9 @@ def test_every_model_family_trains_the_same_under_torchrun(tmp_path):
            str(tmp_path / "two")]
     two = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, **ENV})
     assert two.returncode == 0, two.stderr[-2000:]
+    for name in RUN_NAMES:        # no buffer broadcast: every rank must hold the same weights and buffers itself
+        r0, r1 = (torch.load(tmp_path / "two" / f"{name}.rank{r}.pt") for r in (0, 1))
+        assert r0.keys() == r1.keys() and all(torch.equal(r0[k], r1[k]) for k in r0), name
     for name in ("realnvp", "maf", "nsf"):
         a, b = weights(tmp_path / "one" / name), weights(tmp_path / "two" / name)
         for k in a:
@@ -143,12 +161,23 @@ def _batch_rank(rank: int, store: str, out: str) -> None:
 
 
 def _coupled_cases() -> dict:
+    from vgm.models.betavae import BetaVAE
     from vgm.models.dipvae import DIPVAE
     from vgm.models.tcvae import TCVAE
     torch.manual_seed(0)
     tc = TCVAE(input_shape=(1, 2, 2), arch="mlp", hidden=(8,), latent_dim=3, dataset_size=50)
     dip = DIPVAE(input_shape=(1, 2, 2), arch="mlp", hidden=(8,), latent_dim=3, dip_type="ii")
-    return {name: (m, torch.rand(7, 1, 2, 2), torch.randn(7, 3)) for name, m in (("tcvae", tc), ("dipvae", dip))}
+    cases = {name: (m, torch.rand(7, 1, 2, 2), torch.randn(7, 3)) for name, m in (("tcvae", tc), ("dipvae", dip))}
+    # β-VAE's capacity loss takes the sign of (batch mean KL − C): C between the two ranks' share means makes
+    # the ranks' signs differ, so at least one differs from the global batch's
+    beta = BetaVAE(input_shape=(1, 2, 2), arch="mlp", hidden=(8,), latent_dim=3, capacity=1.0, capacity_steps=1)
+    x = torch.rand(7, 1, 2, 2)
+    with torch.no_grad():
+        kl = beta.loss(x)["kl"]
+    beta.config.capacity = float(kl[:4].mean() + kl[4:].mean()) / 2
+    beta.step.fill_(1)
+    cases["betavae"] = (beta, x, torch.randn(7, 3))
+    return cases
 
 
 def _coupled_terms(model, x, eps) -> dict:
@@ -158,13 +187,16 @@ def _coupled_terms(model, x, eps) -> dict:
     if isinstance(model, TCVAE):
         return model.decomposition(q, q.mean + q.stddev * eps)
     torch.manual_seed(1)
-    return {"dip": model.loss(x)["dip"]}
+    terms = model.loss(x)
+    if "dip" in terms:
+        return {"dip": terms["dip"]}
+    return {"capacity_term": terms["loss"] - terms["recon"]}     # γ·sign(mean KL − C)·(kl − C): noise-free
 
 
 def test_batch_coupled_terms_see_the_global_batch_under_torchrun(tmp_path):
     # catches: each rank mixing only its own rows' posteriors (q(z) of a batch of 3 or 4 instead of 7), the
     # stratified weights' diagonal at the wrong offset on rank 1, DIP-VAE's covariance of one rank's share,
-    # gradients not reaching the rank that owns a row
+    # β-VAE's capacity sign taken from one rank's mean KL, gradients not reaching the rank that owns a row
     want = {}
     for name, (model, x, eps) in _coupled_cases().items():
         terms = _coupled_terms(model, x, eps)

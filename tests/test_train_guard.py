@@ -179,3 +179,30 @@ def test_progress_is_plain_lines_in_logs_and_a_bar_on_terminals(capsys, monkeypa
     monkeypatch.setattr(sys, "stderr", term)
     fit(faulty(), data, TrainConfig(epochs=2, **CFG), progress=True)
     assert "\r" in term.text and "epoch   2/2  train elbo" in term.text
+
+
+def test_all_finite_sees_one_bad_value_anywhere_and_no_overflow_in_large_finite_ones():
+    """Catches a finite check that skips the optimizer state or buffers, that misses a NaN (a max that drops NaNs),
+    or that squares values (an L2 norm overflows at 1e20 in float32 and would call finite weights broken)."""
+    from vgm.train import all_finite
+    torch.manual_seed(0)
+    model = vgm.VAE(input_shape=(1, 8, 8), latent_dim=2, hidden=(8,))
+    model.register_buffer("extra", torch.zeros(3, dtype=torch.float64))
+    opt = torch.optim.Adam(model.parameters())
+    model.loss(torch.rand(4, 1, 8, 8).round())["loss"].mean().backward()
+    opt.step()
+    assert all_finite(model, opt)
+    p = next(model.parameters())
+    with torch.no_grad():
+        p.view(-1)[3] = 1e30                                    # large, finite
+    assert all_finite(model, opt)
+    for where in ("weight", "state", "buffer"):
+        for bad in (math.nan, math.inf, -math.inf):
+            t = {"weight": p, "state": opt.state[p]["exp_avg_sq"], "buffer": model.extra}[where]
+            old = t.view(-1)[-1].item()
+            with torch.no_grad():
+                t.view(-1)[-1] = bad
+            assert not all_finite(model, opt), (where, bad)
+            with torch.no_grad():
+                t.view(-1)[-1] = old
+    assert all_finite(model, opt)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.utils import get_total_norm
 from tqdm.auto import tqdm
 
 from .checkpoint import atomic_write, load_checkpoint, read_safetensors, save_checkpoint
@@ -165,7 +166,11 @@ def training_step(model, cfg: TrainConfig, device: torch.device, world: World):
     step = Objective(model)
     if world.distributed:
         from torch.nn.parallel import DistributedDataParallel
-        step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
+        # No buffer broadcast before each forward (a collective per step): every vgm buffer is a constant or
+        # changes alike on every rank (ActNorm's init is all-reduced, β-VAE's step counter counts the same steps;
+        # models with per-rank buffer statistics are refused), and the gradients live in DDP's buckets (no copy).
+        step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None,
+                                       broadcast_buffers=False, gradient_as_bucket_view=True)
     if cfg.compile:
         step = torch.compile(step)
     if cfg.precision == "fp32":
@@ -198,13 +203,11 @@ def optimizers(model, cfg: TrainConfig, world: World) -> tuple[torch.optim.Optim
 
 
 def all_finite(model, opt: torch.optim.Optimizer) -> bool:
-    """Whether every floating weight, buffer and optimizer-state tensor is finite (one device sync)."""
+    """Whether every floating weight, buffer and optimizer-state tensor is finite: their largest |value| (a NaN
+    propagates through it), from the fused per-device kernels of get_total_norm, then one device sync."""
     tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
     tensors += [t for st in opt.state.values() for t in st.values() if torch.is_tensor(t) and t.is_floating_point()]
-    by_device: dict[torch.device, list[torch.Tensor]] = {}
-    for t in tensors:                 # Adam's step counters stay on the CPU beside CUDA weights
-        by_device.setdefault(t.device, []).append(torch.isfinite(t).all())
-    return all(bool(torch.stack(flags).all()) for flags in by_device.values())
+    return bool(torch.isfinite(get_total_norm(tensors, norm_type=math.inf)))
 
 
 def rng_state(gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..distributed import gather_rows
 from ..elbo import elbo
 from ..registry import register_model
 from .vae import VAE, VAEConfig
@@ -65,7 +66,7 @@ class BetaVAE(VAE):
         terms = elbo(self, x)
         if c.capacity > 0:
             cap = self.capacity_now()
-            side = torch.sign(terms["kl"].mean().detach() - cap)
+            side = torch.sign(gather_rows(terms["kl"].detach())[0].mean() - cap)    # the global batch's mean KL
             terms["loss"] = terms["recon"] + c.gamma * side * (terms["kl"] - cap)
             terms["capacity"] = cap.expand_as(terms["kl"])
             if self.training and torch.is_grad_enabled():
