@@ -818,7 +818,9 @@ def test_serves_warns_for_another_host_and_stops_on_ctrl_c(runs):
     SIGINT (Ctrl-C) stops with status 0 and no traceback."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     p = subprocess.Popen([sys.executable, "-m", "vgm.cli", "explore", str(runs["vae"]), "--port", "0", "--host",
-                          "0.0.0.0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                          "0.0.0.0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         # a shell's background job (e.g. `pytest &`) ignores SIGINT, and children inherit that
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = read_line(p.stdout, 120)
         assert "http://0.0.0.0:" in line and "Ctrl-C" in line, (line, p.poll())
