@@ -311,7 +311,7 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
             perm = torch.randperm(n, generator=gen, device=device)
             xs = train[perm]
             ys = None if labels is None else labels[perm]
-            if data.binarize == "dynamic":
+            if data.binarize == "dynamic" and not world.distributed:
                 xs = torch.bernoulli(xs, generator=gen)
             batches = (xs[i * B:(i + 1) * B] for i in range(steps))
         else:
@@ -319,6 +319,9 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
             xs, ys, batches = None, None, iter(stream)
         if step_fn is None:
             first = xs[:B] if xs is not None else next(iter(loader(train, B)))
+            if data.binarize == "dynamic":      # a no-op on one process's binarized rows; alike on every rank
+                init_gen = torch.Generator(device=device).manual_seed(derived_seed(cfg.seed, "init-binarize"))
+                first = torch.bernoulli(first, generator=init_gen)
             data_dependent_init(model, first.to(device), cfg.seed, None if ys is None else ys[:B])
             step_fn = training_step(model, cfg, device, world)
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not bars,
@@ -330,6 +333,8 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
                 m = rows.shape[0] - rows.shape[0] % world.size    # (a last batch is cut to a multiple of W)
                 a, b = share(m, world)
                 rows, y = rows[a:b], None if y is None else y[a:b]
+                if data.binarize == "dynamic":  # each rank binarizes only its rows, with its own training noise
+                    rows = torch.bernoulli(rows)
                 with global_batch(m, world):
                     terms = step_fn(rows, y)
                 loss = terms["loss"].sum() * (world.size / m)
