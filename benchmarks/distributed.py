@@ -2,7 +2,8 @@
 
     python benchmarks/distributed.py --data-dir ../shared/data/mnist10k [--epochs 4] [--batch-size 256] [--arch conv]
 
-Rows (examples per second: training examples over the epoch's wall time, validation pass included; median epoch):
+Rows (examples per second: training examples over the epoch's training wall time; median epoch, then the median
+of --rounds interleaved rounds):
   bare loop, 1 process x T threads      a hand-written Adam loop over the same vgm.VAE, data in memory
   vgm train, 1 process x T threads      the CLI's trainer (threads = the machine's cores, T)
   vgm train, 1 process x 1 thread
@@ -139,6 +140,7 @@ def main() -> None:
     p.add_argument("--bare-ddp-worker", default=None, help=argparse.SUPPRESS)     # internal: one torchrun rank
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--arch", choices=sorted(HIDDEN), default="mlp")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the CPU rows (medians reported)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--procs", type=int, default=2)
     p.add_argument("--gpu-batch-size", type=int, default=1024)
@@ -157,18 +159,31 @@ def main() -> None:
     row = lambda name, v: print(f"{name:<52} {v:12,.0f}", flush=True)
     if not a.gpu_only:
         torch.set_num_threads(cores)
-        row(f"bare loop, 1 process x {cores} threads (CPU)", bare_throughput(data, a.epochs, a.batch_size, "cpu", a.arch))
-        row(f"vgm train, 1 process x {cores} threads (CPU)", cli_throughput(common, {"OMP_NUM_THREADS": str(cores)}))
-        one = cli_throughput(common, {"OMP_NUM_THREADS": "1"})
-        row("vgm train, 1 process x 1 thread (CPU)", one)
-        many = cli_throughput(common, {"OMP_NUM_THREADS": "1"}, nproc=a.procs)
-        row(f"vgm train, {a.procs} processes x 1 thread (CPU, gloo)", many)
-        bare_one = bare_ddp_throughput(a.data_dir, a.epochs, a.batch_size, 1, a.arch)
-        row("bare DDP loop, 1 process x 1 thread (CPU, gloo)", bare_one)
-        bare_many = bare_ddp_throughput(a.data_dir, a.epochs, a.batch_size, a.procs, a.arch)
-        row(f"bare DDP loop, {a.procs} processes x 1 thread (CPU, gloo)", bare_many)
+        one_thread = {"OMP_NUM_THREADS": "1"}
+        rows = {   # measured in interleaved rounds, so that a burst of load from elsewhere hits every row alike
+            f"bare loop, 1 process x {cores} threads (CPU)":
+                lambda: bare_throughput(data, a.epochs, a.batch_size, "cpu", a.arch),
+            f"vgm train, 1 process x {cores} threads (CPU)":
+                lambda: cli_throughput(common, {"OMP_NUM_THREADS": str(cores)}),
+            "vgm train, 1 process x 1 thread (CPU)": lambda: cli_throughput(common, one_thread),
+            f"vgm train, {a.procs} processes x 1 thread (CPU, gloo)":
+                lambda: cli_throughput(common, one_thread, nproc=a.procs),
+            "bare DDP loop, 1 process x 1 thread (CPU, gloo)":
+                lambda: bare_ddp_throughput(a.data_dir, a.epochs, a.batch_size, 1, a.arch),
+            f"bare DDP loop, {a.procs} processes x 1 thread (CPU, gloo)":
+                lambda: bare_ddp_throughput(a.data_dir, a.epochs, a.batch_size, a.procs, a.arch),
+        }
+        got: dict[str, list[float]] = {name: [] for name in rows}
+        for _ in range(a.rounds):
+            for name, measure in rows.items():
+                got[name].append(measure())
+        med = [statistics.median(v) for v in got.values()]
+        for name, v in zip(rows, med):
+            row(name, v)
+        _, _, one, many, bare_one, bare_many = med
         print(f"{a.procs} processes / 1 process (1 thread each): vgm {many / one:.2f}x, bare DDP loop "
-              f"{bare_many / bare_one:.2f}x; vgm / bare with {a.procs} processes: {many / bare_many:.2f}", flush=True)
+              f"{bare_many / bare_one:.2f}x; vgm / bare with {a.procs} processes: {many / bare_many:.2f} "
+              f"(medians of {a.rounds} rounds)", flush=True)
     if torch.cuda.is_available():
         gpu = [*common[:-2], "--device", "cuda", "--batch-size", str(a.gpu_batch_size)]
         print(f"GPU: {torch.cuda.get_device_name()}, batch {a.gpu_batch_size}", flush=True)
