@@ -153,7 +153,8 @@ def main() -> None:
     common = ["--data", "mnist", "--data-dir", a.data_dir, *model_args(a.arch), "--epochs", str(a.epochs),
               "--batch-size", str(a.batch_size), "--device", "cpu"]
     name = "MLP VAE 784-512-256-32" if a.arch == "mlp" else "conv VAE 32-64 channels, 256, z 32"
-    print(f"MNIST {name}, {sum(p.numel() for p in make_model(a.arch).parameters()):,} parameters, batch {a.batch_size}, {len(data.train)} training digits, "
+    n_params = sum(p.numel() for p in make_model(a.arch).parameters())
+    print(f"MNIST {name}, {n_params:,} parameters, batch {a.batch_size}, {len(data.train)} training digits, "
           f"median of {a.epochs} epochs; {cores} cores; torch {torch.__version__}", flush=True)
     print(f"{'setting':<52} {'examples/s':>12}", flush=True)
     row = lambda name, v: print(f"{name:<52} {v:12,.0f}", flush=True)

@@ -5,7 +5,8 @@ Prints, for each batch size, examples/s of
   bare+vgm  vgm.VAE (torch.distributions) in the same bare loop
   vgm.fit   vgm.VAE trained by vgm's trainer (progress bar, checkpointing off, per-epoch validation as in bare)
 and the VAE step's GFLOP/s next to the GFLOP/s of plain torch.matmul on the same layer sizes, measured in the
-same run, and the default Adam's step time beside the fused one's. Every variant steps torch's fused Adam, the trainer's optimizer, so the ratio is the trainer's overhead.
+same run, and the default Adam's step time beside the fused one's. Every variant steps torch's fused Adam, the
+trainer's optimizer, so the ratio is the trainer's overhead.
 Rounds are interleaved and medians reported, so load from other processes hits all variants alike.
 
     python benchmarks/train_throughput.py --data-dir ../shared/data/mnist10k
