@@ -1,4 +1,4 @@
-"""Image flows on mnist10k in a budget of training CPU time: test bits/dim, training and sampling throughput, and
+"""Image flows on mnist10k in a budget of training time: test bits/dim, training and sampling throughput, and
 samples at temperatures 0.5 / 0.7 / 1.0 (beside a VAE's, from a run folder); glow-cond: class-conditional Glow.
 
     OMP_NUM_THREADS=1 python benchmarks/image_flows.py --data-dir ../shared/data/mnist10k --minutes 10 \\
@@ -12,8 +12,12 @@ until `--minutes` of process CPU time (time.process_time, all threads together, 
 the validation split is scored after every epoch and at the end (outside the budget), and the best of those
 weights are scored by vgm.evaluate on the whole mnist10k test split (2,000 images), with the fixed dequantization
 noise of `vgm evaluate` (a conditional flow: the marginal over the labels, and given the label). CPU time, not
-wall-clock time, so that other jobs on a shared machine do not shrink the budget. Sampling throughput: images per
-second (wall and CPU) of model.sample(64). Prints a table row per flow, then the JSON.
+wall-clock time, so that other jobs on a shared machine do not shrink the budget. With --device cuda the budget is
+wall time of the training steps (after a device sync), e.g. a wider glow on a GPU:
+
+    python benchmarks/image_flows.py --data-dir DIR --device cuda --minutes 8 --set width=128 --set steps_k=16
+
+Sampling throughput: images per second (wall and CPU) of model.sample(64). Prints a table row per flow, then JSON.
 """
 from __future__ import annotations
 
@@ -41,48 +45,59 @@ def val_bits(model, x: torch.Tensor, labels: torch.Tensor | None) -> float:
     return vgm.evaluate(model, x, batch_size=500)["bits_per_dim"]
 
 
-def train_in_budget(model, data, budget_s: float, batch_size: int, lr: float, seed: int) -> dict:
-    """Adam on model.loss until budget_s CPU seconds of training steps; the best validation weights are kept.
-    A conditional model gets each batch's labels: model.loss(x, labels)."""
+def step_clock(device: torch.device):
+    """Seconds spent by training steps: process CPU time on a CPU (other jobs do not shrink it), wall time after a
+    device sync on a GPU."""
+    if device.type == "cuda":
+        return lambda: (torch.cuda.synchronize(), time.perf_counter())[1]
+    return time.process_time
+
+
+def train_in_budget(model, data, budget_s: float, batch_size: int, lr: float, seed: int, clock=time.process_time) -> dict:
+    """Adam on model.loss until budget_s seconds of training steps (by `clock`); the best validation weights are
+    kept. A conditional model gets each batch's labels: model.loss(x, labels)."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     seen, steps, train_s, wall0, epoch = 0, 0, 0.0, time.perf_counter(), 0
     best, best_epoch, best_state, curve = -math.inf, 0, None, []
     while train_s < budget_s:
         model.train()
-        perm = torch.randperm(len(data.train), generator=gen)
+        perm = torch.randperm(len(data.train), generator=gen).to(data.train.device)
         xs, ys = data.train[perm], data.train_labels[perm]
         for xb, yb in zip(xs.split(batch_size), ys.split(batch_size)):
-            t0 = time.process_time()
+            t0 = clock()
             loss = (model.loss(xb, yb) if model.conditional else model.loss(xb))["loss"].mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            train_s += time.process_time() - t0
+            train_s += clock() - t0
             seen, steps = seen + len(xb), steps + 1
             if train_s >= budget_s:
                 break
         epoch += 1
         val = val_bits(model, data.val, data.val_labels)
         curve.append((round(seen / len(data.train), 2), round(train_s, 1), round(val, 4)))
-        print(f"  epoch {seen / len(data.train):6.2f}  {train_s:7.1f} CPU-s  val {val:.4f} bits/dim", flush=True)
+        print(f"  epoch {seen / len(data.train):6.2f}  {train_s:7.1f} s  val {val:.4f} bits/dim", flush=True)
         if not math.isfinite(val):
             break
         if -val > best:
             best, best_epoch = -val, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
-    return {"train_cpu_s": round(train_s, 1), "train_wall_s": round(time.perf_counter() - wall0, 1), "steps": steps,
+    return {"train_clock_s": round(train_s, 1), "train_wall_s": round(time.perf_counter() - wall0, 1), "steps": steps,
             "epochs": round(seen / len(data.train), 2), "best_epoch": best_epoch,
-            "train_images_per_cpu_s": round(seen / train_s, 1), "val_curve": curve}
+            "train_images_per_s": round(seen / train_s, 1), "val_curve": curve}
 
 
 @torch.no_grad()
 def sampling_speed(model, n: int = 64) -> dict:
     model.eval()
     model.sample(2)                                           # warm-up
+    sync = torch.cuda.synchronize if next(model.parameters()).is_cuda else (lambda: None)
+    sync()
     c0, w0 = time.process_time(), time.perf_counter()
     model.sample(n)
+    sync()
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     return {"sample_images_per_s": round(n / wall, 1), "sample_images_per_cpu_s": round(n / cpu, 1)}
 
@@ -125,7 +140,9 @@ def save_figure(path: str, rows: list[tuple[str, object]], seed: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default="../shared/data/mnist10k")
-    p.add_argument("--minutes", type=float, default=10.0, help="training CPU minutes per flow")
+    p.add_argument("--minutes", type=float, default=10.0,
+                   help="training minutes per flow: process CPU time on a CPU, wall time on a GPU")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--flows", default="glow", help="comma-separated subset of " + ",".join(FLOWS))
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -139,9 +156,12 @@ def main() -> None:
                    help="train nothing: draw the figure from the flows saved earlier in --save-dir")
     p.add_argument("--vae-run", help="a trained VAE run folder whose samples go beside the flows' in the figure")
     a = p.parse_args()
-    data = vgm.load_data("mnist", a.data_dir)
+    device = torch.device(a.device)
+    data = vgm.load_data("mnist", a.data_dir).to(device)
+    where = f"{torch.cuda.get_device_name(device)}, {a.minutes:g} GPU wall-minutes" if device.type == "cuda" else \
+        f"{torch.get_num_threads()} threads, {a.minutes:g} CPU-minutes"
     print(f"MNIST {tuple(data.train.shape)} train, {len(data.val)} val, {len(data.test)} test, "
-          f"{data.meta['levels']} grey levels, {torch.get_num_threads()} threads, {a.minutes:g} CPU-minutes per flow")
+          f"{data.meta['levels']} grey levels, {where} per flow")
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in a.set)}
     rows, trained = [], []
     if a.figure_only:
@@ -150,10 +170,10 @@ def main() -> None:
         kind, cfg = FLOWS[name]
         cfg = {**cfg, **overrides}
         torch.manual_seed(a.seed)
-        model = vgm.MODELS[kind](input_shape=data.shape, levels=data.meta["levels"], **cfg)
+        model = vgm.MODELS[kind](input_shape=data.shape, levels=data.meta["levels"], **cfg).to(device)
         print(f"{name}: {kind} {cfg}", flush=True)
         row = {"flow": name, "kind": kind, "config": cfg, "params": sum(q.numel() for q in model.parameters()),
-               **train_in_budget(model, data, 60 * a.minutes, a.batch_size, a.lr, a.seed)}
+               **train_in_budget(model, data, 60 * a.minutes, a.batch_size, a.lr, a.seed, step_clock(device))}
         res = model.evaluate(data.test) if model.conditional else vgm.evaluate(model, data.test, batch_size=500)
         row.update(test_log_px=round(res["log_px"], 2), test_bits_per_dim=round(res["bits_per_dim"], 4),
                    **sampling_speed(model))
@@ -163,7 +183,7 @@ def main() -> None:
         trained.append((name, model))
         if a.save_dir:
             model.save(f"{a.save_dir}/{name}")
-        print(f"{name:11s} {row['params']:>9,} params  {row['train_images_per_cpu_s']:7.1f} train img/CPU-s  "
+        print(f"{name:11s} {row['params']:>9,} params  {row['train_images_per_s']:7.1f} train img/s (CPU-s on a CPU)  "
               f"{row['sample_images_per_s']:7.1f} sampled img/s  {row['epochs']:6.2f} epochs (best {row['best_epoch']})"
               f"  test {row['test_bits_per_dim']:.4f} bits/dim", flush=True)
     if a.class_figure:
@@ -173,7 +193,7 @@ def main() -> None:
         if a.vae_run:
             trained.append(("vae", vgm.load(a.vae_run).eval()))
         save_figure(a.figure, trained, a.seed)
-    print(json.dumps({"cpu_minutes": a.minutes, "threads": torch.get_num_threads(), "rows": rows}))
+    print(json.dumps({"minutes": a.minutes, "device": where, "threads": torch.get_num_threads(), "rows": rows}))
 
 
 if __name__ == "__main__":
