@@ -137,6 +137,27 @@ def save_figure(path: str, rows: list[tuple[str, object]], seed: int) -> None:
     plt.close(fig)
 
 
+def save_curve_figure(path: str, rows: list[dict]) -> None:
+    """Validation bits/dim against training time, one line per flow, the test figure of the kept weights marked."""
+    from vgm.plots import pyplot
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6), layout="tight")
+    for row in rows:
+        _, seconds, val = zip(*row["val_curve"])
+        line, = ax.plot([t / 60 for t in seconds], val, lw=1, label=f"{row['flow']}: validation")
+        best = min(range(len(val)), key=val.__getitem__)
+        ax.plot(seconds[best] / 60, row["test_bits_per_dim"], "o", color=line.get_color(),
+                label=f"{row['flow']}: test, kept weights ({row['test_bits_per_dim']:.3f})")
+    ax.set_xlabel("training minutes (process CPU time on a CPU, wall time on a GPU)")
+    ax.set_ylabel("bits/dim")
+    low = min(min(v for *_, v in row["val_curve"]) for row in rows)
+    ax.set_ylim(top=min(ax.get_ylim()[1], low + 1.0))            # the first epochs' large values off the top
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default="../shared/data/mnist10k")
@@ -151,6 +172,7 @@ def main() -> None:
                    help="override a config field of every flow (e.g. --set width=32)")
     p.add_argument("--save-dir", help="save each trained flow as a run folder DIR/NAME (vgm.load reads it)")
     p.add_argument("--figure", help="write samples at T = 0.5 / 0.7 / 1.0 of each flow (and the VAE) here")
+    p.add_argument("--curve-figure", help="write each flow's validation curve (and its test figure) here")
     p.add_argument("--class-figure", help="write a conditional flow's samples, a row per label, here")
     p.add_argument("--figure-only", action="store_true",
                    help="train nothing: draw the figure from the flows saved earlier in --save-dir")
@@ -186,6 +208,8 @@ def main() -> None:
         print(f"{name:11s} {row['params']:>9,} params  {row['train_images_per_s']:7.1f} train img/s (CPU-s on a CPU)  "
               f"{row['sample_images_per_s']:7.1f} sampled img/s  {row['epochs']:6.2f} epochs (best {row['best_epoch']})"
               f"  test {row['test_bits_per_dim']:.4f} bits/dim", flush=True)
+    if a.curve_figure and rows:
+        save_curve_figure(a.curve_figure, rows)
     if a.class_figure:
         save_class_figure(a.class_figure, next(m for _, m in trained if m.conditional), a.seed)
     if a.figure:
