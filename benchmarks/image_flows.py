@@ -145,12 +145,12 @@ def save_curve_figure(path: str, rows: list[dict]) -> None:
     for row in rows:
         _, seconds, val = zip(*row["val_curve"])
         line, = ax.plot([t / 60 for t in seconds], val, lw=1, label=f"{row['flow']}: validation")
-        best = min(range(len(val)), key=val.__getitem__)
+        best = min((i for i in range(len(val)) if math.isfinite(val[i])), key=val.__getitem__)
         ax.plot(seconds[best] / 60, row["test_bits_per_dim"], "o", color=line.get_color(),
                 label=f"{row['flow']}: test, kept weights ({row['test_bits_per_dim']:.3f})")
     ax.set_xlabel("training minutes (process CPU time on a CPU, wall time on a GPU)")
     ax.set_ylabel("bits/dim")
-    low = min(min(v for *_, v in row["val_curve"]) for row in rows)
+    low = min(min(v for *_, v in row["val_curve"] if math.isfinite(v)) for row in rows)
     ax.set_ylim(top=min(ax.get_ylim()[1], low + 1.0))            # the first epochs' large values off the top
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
