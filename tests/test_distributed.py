@@ -82,6 +82,14 @@ def loss_of_binary_rows(self, x):     # --binarize dynamic: every rank trains on
     return VAE_LOSS(self, x)
 
 vgm.VAE.loss = loss_of_binary_rows
+INIT = vgm.train.data_dependent_init
+
+def init_on_binary_rows(model, x, *args):           # and ActNorm initialises from a binarized batch
+    if CHECK_BINARY:
+        assert ((x == 0) | (x == 1)).all(), "the init batch is not binarized"
+    return INIT(model, x, *args)
+
+vgm.train.data_dependent_init = init_on_binary_rows
 
 common = ["--epochs", "2", "--quiet", "--seed", "0"]
 RUNS = {
@@ -90,6 +98,8 @@ RUNS = {
     "nsf": ["--data", "moons", "--depth", "2", "--hidden", "16", "--batch-size", "250", "--lr", "1e-5"],
     "vae": ["--hidden", "64", "--latent-dim", "4", "--batch-size", "64"],
     "vae-dynamic": ["--hidden", "64", "--latent-dim", "4", "--batch-size", "64", "--binarize", "dynamic"],
+    "glow-dynamic": ["--data", "digits", "--binarize", "dynamic", "--levels-l", "1", "--steps-k", "1", "--width",
+                     "8", "--batch-size", "64"],
     "betavae": ["--data", "digits", "--hidden", "64", "--latent-dim", "4", "--batch-size", "64", "--capacity", "5",
                 "--capacity-steps", "30"],
     "tcvae": ["--data", "digits", "--hidden", "64", "--latent-dim", "4", "--batch-size", "64"],
@@ -103,7 +113,7 @@ for name, args in RUNS.items():
 """
 
 
-RUN_NAMES = ("realnvp", "maf", "nsf", "vae", "vae-dynamic", "betavae", "tcvae", "seqvae", "vrnn")
+RUN_NAMES = ("realnvp", "maf", "nsf", "glow-dynamic", "vae", "vae-dynamic", "betavae", "tcvae", "seqvae", "vrnn")
 
 
 def test_every_model_family_trains_the_same_under_torchrun(tmp_path):

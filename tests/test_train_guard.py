@@ -188,6 +188,7 @@ def test_all_finite_sees_one_bad_value_anywhere_and_no_overflow_in_large_finite_
     torch.manual_seed(0)
     model = vgm.VAE(input_shape=(1, 8, 8), latent_dim=2, hidden=(8,))
     model.register_buffer("extra", torch.zeros(3, dtype=torch.float64))
+    model.register_buffer("empty", torch.zeros(0))                  # (no inf-norm of an empty tensor exists)
     opt = torch.optim.Adam(model.parameters())
     model.loss(torch.rand(4, 1, 8, 8).round())["loss"].mean().backward()
     opt.step()
@@ -206,3 +207,27 @@ def test_all_finite_sees_one_bad_value_anywhere_and_no_overflow_in_large_finite_
             with torch.no_grad():
                 t.view(-1)[-1] = old
     assert all_finite(model, opt)
+
+
+def test_a_checkpoint_of_the_default_adam_resumes_on_the_fused_one(tmp_path):
+    """Catches a resume that restores the saved kernel choice (a checkpoint written before the trainer used the
+    fused Adam says fused: None, and the run would stay on the 3.6x slower default for good) or that loses the
+    optimizer state on the way."""
+    from safetensors.torch import save_file
+    from vgm.checkpoint import load_checkpoint
+    from vgm.train import adam
+    data = load_data("digits")
+    fit(faulty(), data, TrainConfig(epochs=1, **CFG), run_dir=tmp_path, progress=False)
+    tensors, meta = read_safetensors(tmp_path / "checkpoint.safetensors")
+    groups = json.loads(meta["param_groups"])
+    assert groups[0]["fused"] is True
+    groups[0]["fused"] = None                                      # as the default Adam writes it
+    save_file(tensors, str(tmp_path / "checkpoint.safetensors"), metadata={**meta, "param_groups": json.dumps(groups)})
+    model = faulty()
+    opt = adam(model.parameters(), 1e-3)
+    load_checkpoint(tmp_path / "checkpoint.safetensors", model, opt)
+    assert opt.param_groups[0]["fused"] is True
+    first = next(model.parameters())
+    assert torch.equal(opt.state[first]["exp_avg"], tensors["optim.0.exp_avg"])
+    model.loss(data.train[:8])["loss"].mean().backward()
+    opt.step()                                                     # the fused kernel accepts the restored state

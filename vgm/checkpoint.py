@@ -177,6 +177,9 @@ def save_checkpoint(path: Path, model, optimizer, rng: dict[str, torch.Tensor], 
     atomic_write(path, st_save(_tensors(tensors), meta))
 
 
+IMPLEMENTATION = ("fused", "foreach")     # optimizer settings that choose a kernel, not the optimisation
+
+
 def load_checkpoint(path: Path, model, optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     """Restore model and optimizer(s) in place; return the RNG tensors and the info dict."""
     tensors, meta = read_safetensors(path)
@@ -206,6 +209,8 @@ def load_checkpoint(path: Path, model, optimizer) -> tuple[dict[str, torch.Tenso
                     state.setdefault(int(idx), {})[name] = v
             for idx, d in scalars[i].items():
                 state.setdefault(int(idx), {}).update(d)
+            for saved, now in zip(groups[i], o.param_groups):     # the kernel is this build's choice, not state
+                saved.update({k: now[k] for k in IMPLEMENTATION if k in now})
             o.load_state_dict({"state": state, "param_groups": groups[i]})
         if not ({"torch", "shuffle"} <= set(rng) and isinstance(info["epoch"], int)
                 and isinstance(info["history"], list) and len(info["history"]) == info["epoch"]):

@@ -166,12 +166,17 @@ def training_step(model, cfg: TrainConfig, device: torch.device, world: World):
     for bf16/fp16, compiled with --compile."""
     step = Objective(model)
     if world.distributed:
+        import torch.distributed as dist
         from torch.nn.parallel import DistributedDataParallel
         # No buffer broadcast before each forward (a collective per step): every vgm buffer is a constant or
         # changes alike on every rank (ActNorm's init is all-reduced, β-VAE's step counter counts the same steps;
         # models with per-rank buffer statistics are refused), and the gradients live in DDP's buckets (no copy).
-        no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in \
-            inspect.signature(DistributedDataParallel).parameters else {"broadcast_buffers": False}  # older torch
+        if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters:
+            no_sync = {"forward_sync_buffers": False}       # (buffers are still synced once, at construction)
+        else:                                               # older torch: broadcast_buffers=False skips that too
+            no_sync = {"broadcast_buffers": False}
+            for buffer in model.buffers():
+                dist.broadcast(buffer, src=0)
         step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None,
                                        gradient_as_bucket_view=True, **no_sync)
     if cfg.compile:
@@ -218,7 +223,7 @@ def all_finite(model, opt: torch.optim.Optimizer) -> bool:
     propagates through it), from the fused per-device kernels of get_total_norm, then one device sync."""
     tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
     tensors += [t for st in opt.state.values() for t in st.values() if torch.is_tensor(t) and t.is_floating_point()]
-    return bool(torch.isfinite(get_total_norm(tensors, norm_type=math.inf)))
+    return bool(torch.isfinite(get_total_norm([t for t in tensors if t.numel()], norm_type=math.inf)))
 
 
 def rng_state(gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
