@@ -53,9 +53,16 @@ def step_clock(device: torch.device):
     return time.process_time
 
 
-def train_in_budget(model, data, budget_s: float, batch_size: int, lr: float, seed: int, clock=time.process_time) -> dict:
+def annealed(lr: float, t: float, budget: float, warmup: float = 0.02) -> float:
+    """lr warmed up linearly over the first 2% of the budget, then cosine-annealed to 0 at its end."""
+    return lr * min(1.0, t / (warmup * budget)) * 0.5 * (1 + math.cos(math.pi * min(t / budget, 1.0)))
+
+
+def train_in_budget(model, data, budget_s: float, batch_size: int, lr: float, seed: int, clock=time.process_time,
+                    anneal: bool = False) -> dict:
     """Adam on model.loss until budget_s seconds of training steps (by `clock`); the best validation weights are
-    kept. A conditional model gets each batch's labels: model.loss(x, labels)."""
+    kept. A conditional model gets each batch's labels: model.loss(x, labels). anneal: the learning rate follows
+    `annealed` over the budget's clock instead of staying at lr."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     seen, steps, train_s, wall0, epoch = 0, 0, 0.0, time.perf_counter(), 0
@@ -66,6 +73,8 @@ def train_in_budget(model, data, budget_s: float, batch_size: int, lr: float, se
         xs, ys = data.train[perm], data.train_labels[perm]
         for xb, yb in zip(xs.split(batch_size), ys.split(batch_size)):
             t0 = clock()
+            if anneal:
+                opt.param_groups[0]["lr"] = annealed(lr, train_s, budget_s)
             loss = (model.loss(xb, yb) if model.conditional else model.loss(xb))["loss"].mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -172,6 +181,10 @@ def main() -> None:
                    help="override a config field of every flow (e.g. --set width=32)")
     p.add_argument("--save-dir", help="save each trained flow as a run folder DIR/NAME (vgm.load reads it)")
     p.add_argument("--figure", help="write samples at T = 0.5 / 0.7 / 1.0 of each flow (and the VAE) here")
+    p.add_argument("--anneal", action="store_true",
+                   help="warm the learning rate up over 2%% of the budget, then cosine-anneal it to 0 at its end")
+    p.add_argument("--init-from", metavar="DIR",
+                   help="start from a flow saved earlier by --save-dir (DIR/NAME) instead of a fresh one")
     p.add_argument("--curve-figure", help="write each flow's validation curve (and its test figure) here")
     p.add_argument("--class-figure", help="write a conditional flow's samples, a row per label, here")
     p.add_argument("--figure-only", action="store_true",
@@ -192,10 +205,15 @@ def main() -> None:
         kind, cfg = FLOWS[name]
         cfg = {**cfg, **overrides}
         torch.manual_seed(a.seed)
-        model = vgm.MODELS[kind](input_shape=data.shape, levels=data.meta["levels"], **cfg).to(device)
+        if a.init_from:
+            model = vgm.load(f"{a.init_from}/{name}").to(device)
+            cfg = {k: getattr(model.config, k) for k in cfg}
+        else:
+            model = vgm.MODELS[kind](input_shape=data.shape, levels=data.meta["levels"], **cfg).to(device)
         print(f"{name}: {kind} {cfg}", flush=True)
         row = {"flow": name, "kind": kind, "config": cfg, "params": sum(q.numel() for q in model.parameters()),
-               **train_in_budget(model, data, 60 * a.minutes, a.batch_size, a.lr, a.seed, step_clock(device))}
+               **train_in_budget(model, data, 60 * a.minutes, a.batch_size, a.lr, a.seed, step_clock(device),
+                                  a.anneal)}
         res = model.evaluate(data.test) if model.conditional else vgm.evaluate(model, data.test, batch_size=500)
         row.update(test_log_px=round(res["log_px"], 2), test_bits_per_dim=round(res["bits_per_dim"], 4),
                    **sampling_speed(model))
