@@ -101,17 +101,9 @@ def bare_ddp_throughput(data_dir: str, epochs: int, batch: int, nproc: int, arch
 def bare_ddp_worker(data_dir: str, epochs: int, batch: int, arch: str, out: str) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
+    from vgm.train import Objective             # model.loss as a module's forward, the one DDP wraps
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-
-    class Objective(torch.nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, x):
-            return self.model.loss(x)
-
     x = vgm.load_data("mnist", data_dir=data_dir).train
     torch.manual_seed(0)
     model = make_model(arch)

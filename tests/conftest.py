@@ -73,3 +73,16 @@ def chromium_or_skip() -> Path:
             pytest.skip(f"could not install chromium with apt-get: {(r.stderr or r.stdout).strip()[-300:]}")
     pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[test]')")
     return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def png_folder(tmp_path_factory):
+    """scikit-learn's digits as 8-bit PNGs in class folders."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    root = tmp_path_factory.mktemp("pngs") / "digits"
+    d = load_digits()
+    for i, (img, y) in enumerate(zip(d.images[:600], d.target[:600])):
+        (root / str(y)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.round(img * 255 / 16).astype(np.uint8)).save(root / str(y) / f"{i:04d}.png")
+    return root

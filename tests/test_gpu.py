@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import vgm
 from vgm.cli import main
@@ -78,15 +76,10 @@ def test_mixed_precision_trains_near_fp32_and_evaluates_in_fp32(tmp_path, device
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_streamed_batches_reach_the_device(tmp_path, capsys, device):
+def test_streamed_batches_reach_the_device(tmp_path, capsys, png_folder, device):
     # catches: streamed batches left on the CPU beside device weights (a device mismatch at the first step), or
     # pinned / non-blocking copies read before they land (wrong numbers: the run would drift from in-memory's)
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    for i, (img, y) in enumerate(zip(d.images[:400], d.target[:400])):
-        (tmp_path / "pngs" / str(y)).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.round(img * 255 / 16).astype(np.uint8)).save(tmp_path / "pngs" / str(y) / f"{i:04d}.png")
-    base = ["train", "vae", "--data", str(tmp_path / "pngs"), "--latent-dim", "2", "--hidden", "16", "--epochs", "2",
+    base = ["train", "vae", "--data", str(png_folder), "--latent-dim", "2", "--hidden", "16", "--epochs", "2",
             "--device", device, "--quiet"]
     assert main([*base, "--out", str(tmp_path / "mem")]) == 0
     code = main([*base, "--memory-limit", "1K", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "disk")])

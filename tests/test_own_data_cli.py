@@ -9,7 +9,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import vgm
 from vgm.cli import main
@@ -22,18 +21,6 @@ def cli(capsys, *args):
         code = e.code
     out, err = capsys.readouterr()
     return code, out, err
-
-
-@pytest.fixture(scope="module")
-def png_folder(tmp_path_factory):
-    """scikit-learn's digits as 8-bit PNGs in class folders."""
-    from sklearn.datasets import load_digits
-    root = tmp_path_factory.mktemp("pngs") / "digits"
-    d = load_digits()
-    for i, (img, y) in enumerate(zip(d.images[:600], d.target[:600])):
-        (root / str(y)).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.round(img * 255 / 16).astype(np.uint8)).save(root / str(y) / f"{i:04d}.png")
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import inspect
 import os
 from dataclasses import dataclass
 
@@ -155,6 +156,22 @@ class _AllGather(torch.autograd.Function):
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows], None, None
+
+
+def ddp(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """module in DistributedDataParallel without a buffer broadcast before each forward (a collective per step):
+    every vgm buffer is a constant or changes alike on every rank (ActNorm's init is all-reduced, β-VAE's step
+    counter counts the same steps; models with per-rank buffer statistics are refused), and with the gradients
+    kept in DDP's buckets (no copy)."""
+    from torch.nn.parallel import DistributedDataParallel
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters:
+        no_sync = {"forward_sync_buffers": False}       # (buffers are still synced once, at construction)
+    else:                                               # older torch: broadcast_buffers=False skips that too
+        no_sync = {"broadcast_buffers": False}
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
+                                   gradient_as_bucket_view=True, **no_sync)
 
 
 def barrier(world: World) -> None:

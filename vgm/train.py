@@ -9,7 +9,6 @@ checked to be finite (one more sync), so no checkpoint, best model or metrics li
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import math
 import sys
@@ -24,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import atomic_write, load_checkpoint, read_safetensors, save_checkpoint
 from .data import Splits
-from .distributed import World, all_sum, all_true, device_for, global_batch, setup, share
+from .distributed import World, all_sum, all_true, ddp, device_for, global_batch, setup, share
 from .errors import VgmError
 
 
@@ -166,19 +165,7 @@ def training_step(model, cfg: TrainConfig, device: torch.device, world: World):
     for bf16/fp16, compiled with --compile."""
     step = Objective(model)
     if world.distributed:
-        import torch.distributed as dist
-        from torch.nn.parallel import DistributedDataParallel
-        # No buffer broadcast before each forward (a collective per step): every vgm buffer is a constant or
-        # changes alike on every rank (ActNorm's init is all-reduced, β-VAE's step counter counts the same steps;
-        # models with per-rank buffer statistics are refused), and the gradients live in DDP's buckets (no copy).
-        if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters:
-            no_sync = {"forward_sync_buffers": False}       # (buffers are still synced once, at construction)
-        else:                                               # older torch: broadcast_buffers=False skips that too
-            no_sync = {"broadcast_buffers": False}
-            for buffer in model.buffers():
-                dist.broadcast(buffer, src=0)
-        step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None,
-                                       gradient_as_bucket_view=True, **no_sync)
+        step = ddp(step, device)
     if cfg.compile:
         step = torch.compile(step)
     if cfg.precision == "fp32":
@@ -324,7 +311,7 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
             xs, ys, batches = None, None, iter(stream)
         if step_fn is None:
             first = xs[:B] if xs is not None else next(iter(loader(train, B)))
-            if data.binarize == "dynamic":      # a no-op on one process's binarized rows; alike on every rank
+            if data.binarize == "dynamic" and world.distributed:     # (xs is not binarized there); alike on every rank
                 init_gen = torch.Generator(device=device).manual_seed(derived_seed(cfg.seed, "init-binarize"))
                 first = torch.bernoulli(first, generator=init_gen)
             data_dependent_init(model, first.to(device), cfg.seed, None if ys is None else ys[:B])
