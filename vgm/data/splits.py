@@ -21,7 +21,8 @@ from ..registry import DATASETS
 from .streamed import StreamedImages
 
 BINARIZE = ("none", "static", "dynamic")
-SPLIT_SEED = 0        # fixes the validation split (and test binarisation) for every run
+SPLIT_SEED = 0        # fixes the validation split (and the binarisation of the training data) for every run
+TEST_BINARIZE_SEED = 2   # the test split's binarisation: its own stream, so no training option can move it
 TEST_FRACTION = 0.2   # test share of data given without a test split (a path); carved with seed SPLIT_SEED + 1
 DATA_DIR_ENV = "VGM_DATA_DIR"
 
@@ -129,15 +130,25 @@ def image_splits(train_x: np.ndarray, train_y, test_x: np.ndarray, test_y, binar
     t = lambda a: (torch.from_numpy(np.ascontiguousarray(a)).float().div_(255) if a.dtype == np.uint8
                    else torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32))
     lab = lambda y, i=None: None if y is None else torch.tensor(y if i is None else y[i], dtype=torch.long)
-    train, val, test = t(train_x[tr_idx]), t(train_x[val_idx]), t(test_x)
     if binarize in ("static", "dynamic"):
-        g = torch.Generator().manual_seed(SPLIT_SEED)
-        val, test = torch.bernoulli(val, generator=g), torch.bernoulli(test, generator=g)
-        if binarize == "static":
-            train = torch.bernoulli(train, generator=g)
+        # each example is drawn once, in its place in the given arrays: its pixels depend on the seed and its
+        # position only, never on --val-fraction (which moves examples between train and val) or other options
+        given = binarize_once(t(train_x), SPLIT_SEED)
+        val = given[val_idx]
+        train = given[tr_idx] if binarize == "static" else t(train_x[tr_idx])
+        test = binarize_once(t(test_x), TEST_BINARIZE_SEED)
+    else:
+        train, val, test = t(train_x[tr_idx]), t(train_x[val_idx]), t(test_x)
     levels = 2 if binarize in ("static", "dynamic") else levels
     return Splits(train, val, test, lab(train_y, tr_idx), lab(train_y, val_idx), lab(test_y),
                   meta={"levels": levels})
+
+
+def binarize_once(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """x ~ Bernoulli(x) drawn once by a fixed seed: one uniform per value, in the order of x, so example i's draw
+    depends only on (seed, i) and the shape of x."""
+    u = torch.rand(x.shape, generator=torch.Generator().manual_seed(seed))
+    return (u < x).to(x.dtype)
 
 
 def streamed_splits(path: Path, train_rows: np.ndarray, train_y, test_rows: np.ndarray, test_y,
