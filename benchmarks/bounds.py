@@ -10,6 +10,7 @@ same estimate on the first --train-examples training digits (overfitting: train 
     python benchmarks/bounds.py --data-dir ../shared/data/mnist10k --epochs 50 --iw-samples 5000
     python benchmarks/bounds.py --models vae,iwae50 --epochs 5 --iw-samples 100      # a quick look
     python benchmarks/bounds.py --snr-only --out runs/bounds                          # the figure alone
+    python benchmarks/bounds.py --report-seeds runs/bounds-s0,runs/bounds-s1,runs/bounds-s2   # mean ± sd over seeds
 
 Writes OUT/results.json, prints a markdown table, and draws OUT/snr.png (the figure of docs/bounds.md).
 """
@@ -168,6 +169,35 @@ def save(path: Path, key: str, value) -> None:
     path.write_text(json.dumps(results, indent=1) + "\n")
 
 
+def seed_table(runs: list[dict[str, dict]]) -> str:
+    """The table over several seeds (one results.json rows dict per seed): each figure the mean ± the standard
+    deviation over seeds. Δ vs vae is the difference of the two printed (rounded) means, so it can be checked
+    by eye; its ± is the spread of the per-seed paired differences (the same seed's vae run)."""
+    import statistics
+    names = [n for n in MODELS if all(n in rows for rows in runs)]
+    mean_sd = lambda v: (round(statistics.mean(v), 2), statistics.stdev(v) if len(v) > 1 else float("nan"))
+    lines = [f"| model | test NLL ({len(runs)} seeds) | Δ vs vae | train NLL (first N) | train − test gap | "
+             "best epochs | active units | paper NLL | paper Δ vs its VAE |", "|---|---|---|---|---|---|---|---|---|"]
+    base = mean_sd([-rows["vae"]["test_log_px"] for rows in runs]) if "vae" in names else None
+    for n in names:
+        rs = [rows[n] for rows in runs]
+        test, train = mean_sd([-r["test_log_px"] for r in rs]), mean_sd([-r["train_log_px"] for r in rs])
+        gap = mean_sd([r["train_log_px"] - r["test_log_px"] for r in rs])
+        if base and n != "vae":
+            paired = mean_sd([-r["test_log_px"] + rows["vae"]["test_log_px"] for r, rows in zip(rs, runs)])
+            delta = f"{test[0] - base[0]:+.2f} ± {paired[1]:.2f}"
+        else:
+            delta = "—"
+        r0 = rs[0]
+        pd = (f"{r0['paper_nll'] - r0['paper_baseline_nll']:+.2f}" if r0["paper_nll"] and r0["paper_baseline_nll"]
+              and r0["paper_nll"] != r0["paper_baseline_nll"] else "—")
+        units = "/".join(str(r["active_units"]) for r in rs) + f" of {r0['latent_dim']}"
+        lines.append(f"| {n} | {test[0]:.2f} ± {test[1]:.2f} | {delta} | {train[0]:.2f} ± {train[1]:.2f} | "
+                     f"{gap[0]:.2f} ± {gap[1]:.2f} | {', '.join(str(r['best_epoch']) for r in rs)} | {units} | "
+                     f"{r0['paper_nll'] or '—'} | {pd} |")
+    return "\n".join(lines)
+
+
 def table(rows: list[dict]) -> str:
     base = next((r for r in rows if r["model"] == "vae"), None)
     lines = ["| model | vgm test NLL | Δ vs vae | train NLL (first N) | best epoch | active units | paper NLL | "
@@ -203,6 +233,8 @@ def main() -> None:
     ap.add_argument("--no-snr", action="store_true")
     ap.add_argument("--results", default="results.json", help="file in OUT that collects the rows and the SNR")
     ap.add_argument("--report", action="store_true", help="print the table of the finished rows in OUT and stop")
+    ap.add_argument("--report-seeds", default="", help="comma-separated OUT folders of runs with other --seed "
+                    "values: print the table of mean ± sd over them and stop")
     ap.add_argument("--score-train", type=Path, default=None, help=argparse.SUPPRESS)     # internal: one run
     a = ap.parse_args()
     names = [n for n in a.models.split(",") if n]
@@ -216,6 +248,10 @@ def main() -> None:
         return
     a.out.mkdir(parents=True, exist_ok=True)
     results_path = a.out / a.results
+    if a.report_seeds:
+        runs = [json.loads((Path(d) / a.results).read_text())["rows"] for d in a.report_seeds.split(",")]
+        print(seed_table([{n: r for n, r in rows.items() if n in names} for rows in runs]))
+        return
     if a.report:
         done = json.loads(results_path.read_text())["rows"]
         print(table([done[n] for n in names if n in done]))

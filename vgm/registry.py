@@ -3,11 +3,16 @@
 A model module registers its class with `@register_model("name")`; a data module registers a loader
 with `@register_dataset("name")`; an experiment registers `run(out, quick, seed, data_dir)` with
 `@register_experiment("name")`; a module that adds a command line verb registers `handler(argv) -> int`
-with `@register_command("name")`. The module only has to be imported by `vgm/__init__.py`.
+with `@register_command("name")`. vgm's own modules register when `import vgm` imports its sub-packages
+(vgm.models, vgm.flows, vgm.data, vgm.tools); a model written elsewhere registers when its module is imported.
+A name is taken once: registering another object under a name already in use is an error, not an overwrite
+(re-importing the same module, e.g. importlib.reload, replaces its own entry).
 """
 from __future__ import annotations
 
 from typing import Callable
+
+from .errors import VgmError
 
 MODELS: dict[str, type] = {}
 DATASETS: dict[str, Callable] = {}
@@ -17,14 +22,25 @@ EXPERIMENTS: dict[str, Callable] = {}
 COMMANDS: dict[str, Callable] = {}
 
 
+def _claim(table: dict, name: str, obj, what: str) -> None:
+    """table[name] = obj, refusing a name that another object (not a reload of the same one) already holds."""
+    old = table.get(name)
+    same = lambda a, b: (getattr(a, "__module__", None), getattr(a, "__qualname__", None)) == \
+        (getattr(b, "__module__", None), getattr(b, "__qualname__", None))
+    if old is not None and old is not obj and not same(old, obj):
+        raise VgmError(f"{what} name {name!r} is already registered by {old.__module__}.{old.__qualname__}; "
+                       f"choose another name for {getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', obj)}")
+    table[name] = obj
+
+
 def register_model(name: str, data: tuple[str, ...] = ("images", "vectors"), default_data: str = "digits"):
     """Register a model class; `data` are the kinds of data it takes, `default_data` what `vgm train NAME`
     trains on when no --data is given."""
     assert set(data) <= set(DATA_KINDS), data
 
     def deco(cls):
+        _claim(MODELS, name, cls, "model")
         cls.kind, cls.data_kinds, cls.default_data = name, tuple(data), default_data
-        MODELS[name] = cls
         return cls
     return deco
 
@@ -34,7 +50,7 @@ def register_dataset(name: str, kind: str = "images"):
     assert kind in DATA_KINDS, kind
 
     def deco(fn):
-        DATASETS[name] = fn
+        _claim(DATASETS, name, fn, "dataset")
         DATASET_KINDS[name] = kind
         return fn
     return deco
@@ -54,14 +70,14 @@ def register_experiment(name: str, data: str | None = None):
     """data: what `vgm experiment NAME --data PATH` may point at ("images", "labelled images"); None when the
     experiment runs on fixed data only (dSprites' ground truth, the text corpus, its own settings per set)."""
     def deco(fn):
+        _claim(EXPERIMENTS, name, fn, "experiment")
         fn.takes_data = data
-        EXPERIMENTS[name] = fn
         return fn
     return deco
 
 
 def register_command(name: str):
     def deco(fn):
-        COMMANDS[name] = fn
+        _claim(COMMANDS, name, fn, "command")
         return fn
     return deco
