@@ -216,8 +216,8 @@ def test_resize_is_antialiased_and_crop_and_channels_convert(tmp_path):
     # averaging 4x4 blocks of a checkerboard gives mid-grey; point sampling would give 0 or 255
     assert (by_kind["checker"] - 127.5).abs().max() <= 16
     assert torch.equal(by_kind["flat"], torch.tensor([200.0, 100, 50])[:, None, None].expand(3, 8, 8))
-    # crop center keeps the green middle 8x8 (its inner columns untouched by the filter reaching past the box)
-    assert torch.equal(by_kind["wide"][:, :, 2:6], torch.tensor([0.0, 255, 0])[:, None, None].expand(3, 8, 4))
+    # crop center keeps the green middle 8x8, and only it: the red and blue sides do not bleed in
+    assert torch.equal(by_kind["wide"], torch.tensor([0.0, 255, 0])[:, None, None].expand(3, 8, 8))
     wide_none = [t for t in everything(load(str(root), image_size=8, channels=3, crop="none", test_fraction=0.34))
                  if not ((t[0] == t[1]).all() or t[0].std() == 0)][0]
     assert wide_none[0, :, 0].min() > 0.8 and wide_none[2, :, -1].min() > 0.8    # stretched: red left, blue right
@@ -225,6 +225,28 @@ def test_resize_is_antialiased_and_crop_and_channels_convert(tmp_path):
     flat = [t for t in grey if t.std() == 0 and 0.2 < t[0, 0, 0] < 0.8][0]
     luma = 0.299 * 200 + 0.587 * 100 + 0.114 * 50                          # ITU-R 601
     assert abs(float(flat[0, 0, 0]) * 255 - luma) <= 0.5 + 1e-9
+
+
+@pytest.mark.parametrize("side", [5, 4, 12])
+def test_centre_crop_is_crop_then_resize(tmp_path, side):
+    """Three images share their centred square (random pixels) and differ outside it (red, blue, noise): each must
+    decode to Pillow's crop() of that square resized with the same filter, exactly, whatever lies outside.
+    catches: resize(..., box=box) in folder.decode, whose bicubic filter read pixels outside the box (its edge
+    pixels took colour from the sides); and a box of half pixels when the difference in sides is odd."""
+    root = tmp_path / "f"
+    root.mkdir()
+    rng = np.random.default_rng(4)
+    centre = rng.integers(0, 256, (9, 9, 3), dtype=np.uint8)
+    outsides = {"red": np.full((9, 20, 3), (255, 0, 0), np.uint8), "blue": np.full((9, 20, 3), (0, 0, 255), np.uint8),
+                "noise": rng.integers(0, 256, (9, 20, 3), dtype=np.uint8)}
+    for name, img in outsides.items():
+        img[:, 5:14] = centre                        # 20 wide, 9 high: the centred 9x9 square is columns 5..13
+        Image.fromarray(img).save(root / f"{name}.png")
+    want = Image.fromarray(outsides["red"]).crop((5, 0, 14, 9)).resize((side, side), Image.Resampling.BICUBIC)
+    want = torch.from_numpy(np.asarray(want).transpose(2, 0, 1).copy()).float()
+    s = load(str(root), image_size=side, test_fraction=0.34)
+    got = torch.round(torch.cat([s.train, s.val, s.test]) * 255)
+    assert len(got) == 3 and all(torch.equal(g, want) for g in got), (got - want).abs().amax((1, 2, 3))
 
 
 def test_sixteen_bit_and_palette_images(tmp_path):
@@ -368,13 +390,62 @@ def test_table_errors_and_dropping_text_columns(tmp_path):
     assert s.meta["standardize"]["columns"] == ["a", "b"] and s.meta["source"]["dropped"] == ["city"]
     one_line_error("'column 3'", load, w("b.csv", rows))                  # no header: named by position
     one_line_error("line 4 has 2 fields", load, w("c.csv", "a,b,c\n1,2,3\n4,5,6\n7,8\n9,9,9\n"))
-    one_line_error("empty field on line 3", load, w("d.csv", "a,b\n1,2\n3,\n5,6\n7,8\n"))
-    one_line_error("'nan' on line 2", load, w("e.csv", "a,b\n1,nan\n3,4\n5,6\n"))
+    one_line_error("missing value at line 3, column 'b'", load, w("d.csv", "a,b\n1,2\n3,\n5,6\n7,8\n"))
+    one_line_error("missing value at line 2, column 'b'", load, w("e.csv", "a,b\n1,nan\n3,4\n5,6\n"))
     one_line_error("empty table", load, w("f.csv", "\n\n"))
     one_line_error("no rows of data", load, w("g.csv", "a,b,c\n"))
     one_line_error("--image-size does not apply to a .csv table", load, str(tmp_path / "a.csv"), image_size=8)
     one_line_error("--binarize applies to images", load, str(tmp_path / "a.csv"), binarize="static",
                    drop_non_numeric=True)
+
+
+def test_a_headerless_table_whose_first_row_has_nan_inf_or_an_empty_field_keeps_that_row(tmp_path, capsys):
+    """catches: the old header rule (a field that is not a finite number where the second row has one) took a
+    first row holding NaN, inf or an empty field for a header, and dropped that row without a word."""
+    rows = "".join(f"{i},{i * 2.5 + 1},{(i * 7) % 5}\n" for i in range(1, 20))
+    for first in ("nan,1,2", "0,inf,2", "0,,2"):
+        path = tmp_path / "h.csv"
+        path.write_text(first + "\n" + rows)
+        msg = one_line_error("line 1", load, str(path))          # a value, so the row is data (line 1) ...
+        assert "column 'column " in msg                         # ... and the columns are named by position
+    (tmp_path / "d.csv").write_text("0,,2\n" + rows)
+    s = load(str(tmp_path / "d.csv"), missing="drop")             # --missing drop: the row is left out, and said so
+    assert s.meta["source"]["examples"] == 19 and "left out 1 of 20 rows" in capsys.readouterr().err
+    (tmp_path / "g.csv").write_text("x,y,z\n" + rows)             # a header of names is still a header
+    assert load(str(tmp_path / "g.csv")).meta["standardize"]["columns"] == ["x", "y", "z"]
+
+
+def test_missing_values_are_named_as_such_and_dropped_on_request(tmp_path, capsys):
+    """catches: a missing value reported as 'column is not numeric' (with --drop-non-numeric, which threw the
+    whole column away) instead of its line and column, and --missing drop that keeps or miscounts rows."""
+    lines = ["a,b,c"] + [f"{i},{i % 3},{i * 0.5}" for i in range(30)]
+    lines[5] = "4,,2.0"            # line 6: an empty field
+    lines[9] = "8,NaN,4.0"         # line 10: NaN
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    msg = one_line_error("missing value at line 6, column 'b'", load, str(tmp_path / "m.csv"))
+    assert "--missing drop" in msg and "not numeric" not in msg
+    s = load(str(tmp_path / "m.csv"), missing="drop")
+    assert "left out 2 of 30 rows" in capsys.readouterr().err
+    assert s.meta["standardize"]["columns"] == ["a", "b", "c"]     # no column thrown away
+    back = np.concatenate([unstandardize(t.double(), s.meta["standardize"]).numpy() for t in (s.train, s.val, s.test)])
+    assert sorted(np.round(back[:, 0]).astype(int)) == [i for i in range(30) if i not in (4, 8)]
+    (tmp_path / "all.csv").write_text("a,b\n,\nnan,\n,NaN\n")
+    one_line_error("every row has a missing value", load, str(tmp_path / "all.csv"), missing="drop")
+    one_line_error("--missing must be refuse or drop", load, str(tmp_path / "m.csv"), missing="guess")
+
+
+def test_a_column_of_huge_or_infinite_values_is_one_line_naming_it(tmp_path):
+    """catches: a column of 1e308 went through standardisation (numpy overflow warnings) into training, which
+    stopped with 'loss became NaN' without naming the column."""
+    rows = "".join(f"{i},{1e308 if i % 2 else -1e308},{i}\n" for i in range(20))
+    (tmp_path / "big.csv").write_text("a,huge,c\n" + rows)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                           # no numpy overflow warning on the way
+        msg = one_line_error("column 'huge'", load, str(tmp_path / "big.csv"))
+    assert "overflow" in msg
+    (tmp_path / "inf.csv").write_text("a,b\n1,2\n3,inf\n5,6\n7,8\n")
+    one_line_error("column 'b' holds an infinite value", load, str(tmp_path / "inf.csv"))
 
 
 # ----------------------------------------------------------------------------------------------- bad input

@@ -19,6 +19,7 @@ from .splits import TEST_FRACTION, Splits
 SUFFIXES = {".npy": "npy", ".npz": "npz", ".csv": "csv", ".tsv": "tsv"}
 MEMORY_LIMIT = 2 * 2**30        # bytes of float32 examples held in memory; above it images are streamed
 CROPS = ("center", "none")
+MISSING_CHOICES = ("refuse", "drop")
 
 
 @dataclass
@@ -38,6 +39,9 @@ class PathOptions:
         "help": "share of the examples held out as the test split where the data have none (fixed seed)"})
     drop_non_numeric: bool = field(default=False, metadata={
         "help": "tables: leave out columns that are not all numbers, instead of stopping"})
+    missing: str | None = field(default="refuse", metadata={
+        "choices": MISSING_CHOICES, "help": "tables: a missing value (an empty field, NaN) stops loading (refuse), "
+                                            "or the rows that have one are left out (drop)"})
     skip_bad: bool = field(default=False, metadata={
         "help": "image folders: skip unreadable image files (and say how many), instead of stopping"})
     cache_dir: str | None = field(default=None, metadata={
@@ -51,12 +55,12 @@ APPLIES = {                      # the options each kind takes
     "folder": {"image_size", "crop", "channels", "test_fraction", "skip_bad", "cache_dir", "memory_limit"},
     "npy": {"layout", "test_fraction", "cache_dir", "memory_limit"},
     "npz": {"layout", "test_fraction", "cache_dir", "memory_limit"},
-    "csv": {"test_fraction", "drop_non_numeric"},
-    "tsv": {"test_fraction", "drop_non_numeric"},
+    "csv": {"test_fraction", "drop_non_numeric", "missing"},
+    "tsv": {"test_fraction", "drop_non_numeric", "missing"},
 }
 KIND_WORDS = {"folder": "an image folder", "npy": "a .npy file", "npz": "a .npz file", "csv": "a .csv table",
               "tsv": "a .tsv table"}
-RECORDED = ("image_size", "crop", "channels", "layout", "test_fraction", "drop_non_numeric", "skip_bad")
+RECORDED = ("image_size", "crop", "channels", "layout", "test_fraction", "drop_non_numeric", "missing", "skip_bad")
 
 
 def looks_like_path(name: str) -> bool:
@@ -116,7 +120,7 @@ def load_path(path: str | Path, binarize: str = "none", val_fraction: float = 0.
         splits, record = load_arrays(path, binarize, val_fraction, tf, o["layout"], limit, o["cache_dir"])
     else:
         from .table import load_table
-        splits, record = load_table(path, binarize, val_fraction, tf, o["drop_non_numeric"])
+        splits, record = load_table(path, binarize, val_fraction, tf, o["drop_non_numeric"], o["missing"])
     recorded = {k: o[k] for k in RECORDED if k in APPLIES[kind]}
     if kind == "folder" and not o["image_size"]:
         recorded.pop("crop")
@@ -138,6 +142,8 @@ def check_options(o: dict, given: dict, workers: int) -> None:
         raise VgmError(f"--channels must be 1 or 3, got {o['channels']}")
     if o["layout"] not in (None, "NCHW", "NHWC"):
         raise VgmError(f"--layout must be NCHW or NHWC, got {o['layout']!r}")
+    if o["missing"] not in MISSING_CHOICES:
+        raise VgmError(f"--missing must be {' or '.join(MISSING_CHOICES)}, got {o['missing']!r}")
     tf = o["test_fraction"]
     if not (isinstance(tf, (int, float)) and math.isfinite(tf) and 0 < tf < 1):
         raise VgmError(f"--test-fraction must be between 0 and 1, got {tf}")
