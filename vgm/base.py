@@ -23,6 +23,11 @@ class Model(nn.Module):
     kind: ClassVar[str] = ""          # set by registry.register_model
     Config: ClassVar[type] = object    # the model's config dataclass
     default_iw_samples: ClassVar[int] = 1000   # K of `vgm evaluate` when not given: what a user can wait for
+    # The fewest examples one call of loss(x) may see. A loss that couples the examples of a batch (β-TCVAE's
+    # estimate of q(z), FactorVAE's permutation, DIP-VAE's batch covariance) sets 2: on a batch of one it would
+    # log wrong numbers or fail. The trainer's batch plan merges a last batch smaller than this into the one
+    # before it (training and validation, one process or torchrun), so every example is still seen each epoch.
+    min_batch: ClassVar[int] = 1
 
     def __init__(self, config: Any = None, **kwargs: Any):
         super().__init__()

@@ -28,6 +28,7 @@ from .errors import VgmError
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+SCHEDULES = ("constant", "cosine")
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -49,6 +50,13 @@ class TrainConfig:
                                                                "(pip install vgm[tensorboard])"})
     workers: int = field(default=0, metadata={"help": "processes that decode image files and read data streamed "
                                                       "from the disk cache (0: the training process)"})
+    lr_schedule: str = field(default="constant", metadata={"choices": SCHEDULES, "help": "the learning rate after "
+                             "the warm-up: constant, or cosine-annealed to 0 over the run's steps (vgm.train.lr_factor)"})
+    warmup: int = field(default=0, metadata={"help": "steps over which the learning rate rises linearly from 0"})
+    clip_grad: float = field(default=0.0, metadata={"help": "clip the gradient of the model's parameters to this "
+                             "global norm (0: off); the share of steps clipped is logged as `clipped`"})
+    patience: int = field(default=0, metadata={"help": "stop when the validation score has not improved for this "
+                          "many epochs (0: train every epoch); the best epoch is kept either way"})
 
     def __post_init__(self):
         if self.workers < 0:
@@ -62,6 +70,47 @@ class TrainConfig:
             raise VgmError(f"lr must be a positive number, got {self.lr}")
         if self.precision not in PRECISIONS:
             raise VgmError(f"unknown precision {self.precision!r} (choose {', '.join(PRECISIONS)})")
+        if self.lr_schedule not in SCHEDULES:
+            raise VgmError(f"unknown lr-schedule {self.lr_schedule!r} (choose {', '.join(SCHEDULES)})")
+        for name in ("warmup", "patience"):
+            if getattr(self, name) < 0:
+                raise VgmError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not (self.clip_grad >= 0 and math.isfinite(self.clip_grad)):
+            raise VgmError(f"clip-grad must be a norm >= 0 (0: off), got {self.clip_grad}")
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """The learning rate of optimizer step `step` (0, 1, ..., total − 1) over --lr: a linear warm-up from 0,
+    step / warmup for step < warmup, then 1 (constant) or ½ (1 + cos(π (step − warmup) / (total − warmup)))
+    (cosine: it would reach 0 at step `total`, one past the run's last), the closed forms of the usual
+    warm-up-then-cosine schedule. A function of the step count alone, so resuming needs only that count."""
+    if step < warmup:
+        return step / warmup
+    if schedule == "constant":
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+def batch_bounds(n: int, batch_size: int, min_batch: int = 1, ranks: int = 1) -> list[int]:
+    """Where each batch of n shuffled rows starts, and n at the end: batches of batch_size in order, except that a
+    last batch holding fewer than `min_batch` rows (counted after the cut to a multiple of `ranks` that torchrun's
+    shares make) joins the batch before it. So a loss that couples a batch (Model.min_batch = 2) never sees one
+    example, and every example is still seen each epoch."""
+    bounds = [*range(0, n, batch_size), n]
+    last = bounds[-1] - bounds[-2]
+    if len(bounds) > 2 and last - last % ranks < max(1, min_batch):
+        del bounds[-2]
+    return bounds
+
+
+def merge_tail(batches, steps: int):
+    """The batches of an iterator, its batches after the first steps − 1 concatenated into one (the streamed
+    form of batch_bounds' merged last batch)."""
+    it = iter(batches)
+    for _ in range(steps - 1):
+        yield next(it)
+    rest = list(it)
+    yield rest[0] if len(rest) == 1 else torch.cat(rest)
 
 
 def derived_seed(seed: int, purpose: str) -> int:
@@ -94,10 +143,11 @@ def sum_terms(model, x: torch.Tensor, batch_size: int = 1000, y: torch.Tensor | 
     model.eval()
     sums: dict[str, torch.Tensor] = {}
     device = next(iter(model.parameters()), torch.empty(0)).device
+    bounds = batch_bounds(x.shape[0], batch_size, model.min_batch)   # no batch smaller than the loss takes
     try:
-        for i in range(0, x.shape[0], batch_size):
-            xb = x[i:i + batch_size].to(device, non_blocking=True)     # streamed data: read batch by batch
-            terms = model.loss(xb) if y is None else model.loss(xb, y[i:i + batch_size])
+        for i, j in zip(bounds[:-1], bounds[1:]):
+            xb = x[i:j].to(device, non_blocking=True)     # streamed data: read batch by batch
+            terms = model.loss(xb) if y is None else model.loss(xb, y[i:j])
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0) + v.sum()
     finally:
@@ -118,8 +168,9 @@ def validation_terms(model, x: torch.Tensor, batch_size: int, world: World,
     if not world.distributed:
         return evaluate_terms(model, x, batch_size, y)
     sums: dict[str, torch.Tensor] = {}
-    for i in range(0, x.shape[0], batch_size):
-        m = min(batch_size, x.shape[0] - i)
+    bounds = batch_bounds(x.shape[0], batch_size, model.min_batch)
+    for i, j in zip(bounds[:-1], bounds[1:]):
+        m = j - i
         if m >= world.size:
             a, b = share(m, world)
             with global_batch(m, world):
@@ -236,6 +287,10 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
     On return the model holds the best validation epoch's weights (with or without a run_dir).
     resume=True continues from the checkpoint and ends with the numbers an uninterrupted run would give;
     cfg.lr replaces the checkpoint's learning rate (the way out of a run that went NaN).
+    The batches follow batch_bounds (no batch smaller than model.min_batch); the learning rate of each step is
+    cfg.lr · lr_factor(step, ...) (the checkpoint keeps the step count); cfg.clip_grad clips the model's
+    gradient by its global norm (the share of steps clipped is the row's "clipped"); cfg.patience stops once
+    that many epochs have passed without a better validation score (a resumed run stops where it would have).
     A NaN or infinite loss, weight or validation term stops training with a VgmError before the epoch is
     written, so the files hold the last finite epoch. Each epoch reseeds its shuffle (derived from cfg.seed and
     the epoch, the same on every rank) and its training noise (from cfg.seed, the epoch and the rank), never from
@@ -255,6 +310,7 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
     n = train.shape[0]
     opt, aux_opt = optimizers(model, cfg, world)
     opts = [opt] if aux_opt is None else [opt, aux_opt]
+    base_lrs = [o.param_groups[0]["lr"] for o in opts]      # (before a checkpoint's scheduled rates replace them)
     main_params = [p for g in opt.param_groups for p in g["params"]]
     aux_params = [] if aux_opt is None else [p for g in aux_opt.param_groups for p in g["params"]]
     labels = data.train_labels if getattr(model, "conditional", False) else None
@@ -268,11 +324,17 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
     writes = run_dir is not None and world.main
     ckpt = run_dir / "checkpoint.safetensors" if run_dir else None
     start, best, best_epoch, history, best_state = 0, -math.inf, -1, [], None
+    B = cfg.batch_size
+    check_batches(model, n, B, world)
+    bounds = batch_bounds(n, B, model.min_batch, world.size)
+    steps = len(bounds) - 1
+    step = 0                    # optimizer steps taken: what the learning-rate schedule reads
     if resume:
         _, info = load_checkpoint(ckpt, model, opts)
         for group in opt.param_groups:
             group["lr"] = cfg.lr
         start, best, best_epoch, history = info["epoch"], info["best"], info["best_epoch"], info["history"]
+        step = info.get("step", start * steps)
         if info.get("world_size", 1) != world.size and progress and world.main:
             print(f"resuming a run trained by {info.get('world_size', 1)} process(es) with {world.size}: the "
                   "global batch is the same, so the optimisation is too (the sampling noise streams differ)",
@@ -286,8 +348,8 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
     bars = progress and sys.stderr.isatty()
     board = tensorboard_writer(run_dir, cfg) if writes else None
     step_fn = None
-    B = cfg.batch_size
-    steps = math.ceil(n / B)
+    scheduled = cfg.warmup > 0 or cfg.lr_schedule != "constant"
+    total_steps = cfg.epochs * steps
     names: list[str] | None = None
     buf = None
     stream = None
@@ -296,6 +358,11 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
         stream = loader(train, B, generator=torch.Generator().manual_seed(0), workers=cfg.workers,
                         pin_memory=device.type == "cuda", device=device)
     for epoch in range(start, cfg.epochs):
+        if cfg.patience and best_epoch > 0 and epoch - best_epoch >= cfg.patience:
+            if progress:
+                print(f"stopped after epoch {epoch}: no better validation score for {cfg.patience} epochs "
+                      f"(--patience); epoch {best_epoch}, the best, is kept", file=sys.stderr, flush=True)
+            break
         t0 = time.perf_counter()
         gen.manual_seed(derived_seed(cfg.seed, f"shuffle:{epoch}"))
         torch.manual_seed(derived_seed(cfg.seed, f"train:{epoch}:{world.rank}"))
@@ -305,10 +372,10 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
             ys = None if labels is None else labels[perm]
             if data.binarize == "dynamic" and not world.distributed:
                 xs = torch.bernoulli(xs, generator=gen)
-            batches = (xs[i * B:(i + 1) * B] for i in range(steps))
+            batches = (xs[bounds[i]:bounds[i + 1]] for i in range(steps))
         else:
             stream.order.generator.manual_seed(derived_seed(cfg.seed, f"shuffle:{epoch}"))
-            xs, ys, batches = None, None, iter(stream)
+            xs, ys, batches = None, None, merge_tail(stream, steps)
         if step_fn is None:
             first = xs[:B] if xs is not None else next(iter(loader(train, B)))
             if data.binarize == "dynamic" and world.distributed:     # (xs is not binarized there); alike on every rank
@@ -319,8 +386,9 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not bars,
                    dynamic_ncols=True, file=sys.stderr)
         checked, seen = 0, 0
+        clipped = torch.zeros((), device=device)       # steps whose gradient norm exceeded cfg.clip_grad (no sync)
         for i, rows in enumerate(batches):
-            y = None if ys is None else ys[i * B:(i + 1) * B]
+            y = None if ys is None else ys[bounds[i]:bounds[i + 1]]
             if world.distributed:       # rank r's share of the global batch; its loss weighted by its share
                 m = rows.shape[0] - rows.shape[0] % world.size    # (a last batch is cut to a multiple of W)
                 a, b = share(m, world)
@@ -334,6 +402,10 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
                 terms = step_fn(rows, y)
                 loss = terms["loss"].mean()
             seen += rows.shape[0]
+            if scheduled:                           # (Python floats: no sync)
+                f = lr_factor(step, total_steps, cfg.warmup, cfg.lr_schedule)
+                for o, lr in zip(opts, base_lrs):
+                    o.param_groups[0]["lr"] = lr * f
             opt.zero_grad(set_to_none=True)
             if aux_opt is None:
                 scaler.scale(loss).backward()
@@ -342,8 +414,12 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
                 scaler.scale(loss).backward(inputs=main_params)
                 scaler.scale(terms["aux_loss"].mean()).backward(inputs=aux_params)
                 scaler.step(aux_opt)
+            if cfg.clip_grad:
+                scaler.unscale_(opt)
+                clipped += torch.nn.utils.clip_grad_norm_(main_params, cfg.clip_grad) > cfg.clip_grad
             scaler.step(opt)
             scaler.update()
+            step += 1
             if buf is None:
                 names = list(terms)
                 buf = torch.zeros(steps, len(names), device=device)
@@ -375,11 +451,13 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
             restore_best(model, best_state, run_dir, best_epoch)
             raise nan_error(f"the validation terms became NaN or infinite at epoch {epoch + 1}", run_dir, history)
         sums = all_sum(buf.sum(0).double(), world).tolist()
-        n_seen = n - (n % B) % world.size if world.distributed else n
+        n_seen = sum(b - a - (b - a) % world.size for a, b in zip(bounds[:-1], bounds[1:]))   # (torchrun's cut)
         row = {"epoch": epoch + 1,
                "train": {k: s / n_seen for k, s in zip(names, sums)},
                "val": val,
                "seconds": round(time.perf_counter() - t0, 4), "train_seconds": round(train_seconds, 4)}
+        if cfg.clip_grad:
+            row["clipped"] = clipped.item() / steps      # the share of this epoch's steps that were clipped
         history.append(row)
         score = selection_score(row["val"])
         improved = score > best
@@ -398,13 +476,23 @@ def fit(model, data: Splits, cfg: TrainConfig, run_dir: str | Path | None = None
             append_metrics(run_dir, row)
             save_checkpoint(ckpt, model, opts, rng_state(gen, device),
                             {"epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "history": history,
-                             "world_size": world.size})
+                             "world_size": world.size, "step": step})
         if board is not None:
             log_epoch(board, model, row, opt, n_seen / max(row["seconds"], 1e-9), data)
     if board is not None:
         board.close()
     restore_best(model, best_state, run_dir, best_epoch)
     return history
+
+
+def check_batches(model, n: int, batch_size: int, world: World) -> None:
+    """A model whose loss couples a batch (model.min_batch > 1) needs batches, and data, of at least that many."""
+    least = model.min_batch
+    if batch_size < least:
+        raise VgmError(f"{model.kind} needs batches of at least {least} examples: its loss couples the examples of "
+                       f"a batch (--batch-size >= {least})")
+    if n - n % world.size < least:
+        raise VgmError(f"{model.kind} needs at least {least} training examples (a batch of them), got {n}")
 
 
 def check_world(cfg: TrainConfig, data: Splits, world: World, model=None) -> None:
@@ -497,7 +585,9 @@ def format_row(row: dict, epochs: int) -> str:
     def terms(d):
         keys = [k for k in ("elbo", "recon", "recon_word_dropout", "kl") if k in d] or ["loss"]
         return " ".join(f"{k} {d[k]:.3f}" for k in keys)
-    return f"epoch {row['epoch']:>3}/{epochs}  train {terms(row['train'])}  |  val {terms(row['val'])}  ({row['seconds']:.1f}s)"
+    clipped = f"  clipped {row['clipped']:.0%}" if "clipped" in row else ""
+    return (f"epoch {row['epoch']:>3}/{epochs}  train {terms(row['train'])}  |  val {terms(row['val'])}{clipped}  "
+            f"({row['seconds']:.1f}s)")
 
 
 def load_model_state(run_dir: Path) -> dict[str, torch.Tensor]:

@@ -55,6 +55,7 @@ class DIPVAE(VAE):
     Config = DIPVAEConfig
     priors = ("standard",)
     default_iw_samples = 50
+    min_batch = 2               # its loss couples the batch: never a batch of one (vgm.base.Model.min_batch)
 
     def __init__(self, config: DIPVAEConfig | None = None, **kwargs):
         super().__init__(config, **kwargs)

@@ -60,6 +60,7 @@ class FactorVAE(VAE):
                           "permute only its share"
     priors = ("standard",)
     default_iw_samples = 50     # conv decoders on 64x64 / 32x32 images, as betavae
+    min_batch = 2               # its loss couples the batch: never a batch of one (vgm.base.Model.min_batch)
 
     def __init__(self, config: FactorVAEConfig | None = None, **kwargs):
         super().__init__(config, **kwargs)

@@ -51,6 +51,7 @@ class TCVAE(VAE):
     Config = TCVAEConfig
     priors = ("standard",)    # its loss takes the closed-form KL against N(0, I): no flow prior
     default_iw_samples = 50     # conv decoders on 64x64 / 32x32 images: K = 50 takes about a minute on a CPU
+    min_batch = 2               # its loss couples the batch: never a batch of one (vgm.base.Model.min_batch)
 
     def __init__(self, config: TCVAEConfig | None = None, **kwargs):
         super().__init__(config, **kwargs)
