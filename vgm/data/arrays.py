@@ -19,7 +19,7 @@ from typing import BinaryIO, Callable, Iterator
 import numpy as np
 
 from ..errors import VgmError
-from .cache import cache_root, cached_images
+from .cache import cache_root, cached_images, file_fingerprints
 from .splits import SPLIT_SEED, TEST_FRACTION, Splits, carve, image_splits, note, streamed_splits
 
 CHANNEL_MAX = 4
@@ -209,8 +209,7 @@ def _streamed(af: ArrayFile, parts, lay, item, counts, labels, binarize, val_fra
     if in_place:
         npy = path
     else:
-        st = path.stat()
-        description = {"source": str(path), "files": [(path.name, st.st_size, st.st_mtime_ns)],
+        description = {"source": str(path), "files": file_fingerprints(path.parent, [path.name])[0],
                        "options": {"layout": lay, "arrays": parts}}
         croot = cache_root(cache_dir)
 

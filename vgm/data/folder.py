@@ -10,7 +10,8 @@ every dataset.
 Decoding: the first frame of each file; alpha dropped; 16-bit grey scaled to 8 bits; without `channels` and
 `image_size` every image must have the first one's channel count and size (the error says which option fixes it);
 `channels` converts (1: ITU-R 601 luma, Pillow's "L"; 3: RGB), `image_size` S resizes to S x S with Pillow's
-antialiased bicubic filter, after cutting the centred square (crop "center") or stretching (crop "none").
+antialiased bicubic filter, after cutting the centred square (crop "center": Pillow's crop(), whole pixels, half a
+pixel up and left of centre when the sides differ by an odd number) or stretching (crop "none").
 Images are decoded to uint8 either into memory or, above the memory limit, once into the cache (cache.py).
 """
 from __future__ import annotations
@@ -163,11 +164,11 @@ def decode(rel: str, d: Decoding) -> np.ndarray:
         out = _eight_bit(img).convert("L" if d.channels == 1 else "RGB")
     if d.resize and out.size != d.size:
         w, h = out.size
-        box = (0, 0, w, h)
-        if d.crop == "center":
+        if d.crop == "center":              # crop first: resize(box=) would filter pixels from outside the box
             m = min(w, h)
-            box = ((w - m) / 2, (h - m) / 2, (w + m) / 2, (h + m) / 2)
-        out = out.resize(d.size, Image.Resampling.BICUBIC, box=box)
+            left, top = (w - m) // 2, (h - m) // 2
+            out = out.crop((left, top, left + m, top + m))
+        out = out.resize(d.size, Image.Resampling.BICUBIC)
     a = np.asarray(out, dtype=np.uint8)
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
@@ -278,7 +279,12 @@ def load_folder(root: Path, binarize: str, val_fraction: float, test_fraction: f
             skipped = decode_all(listing.files, d, item_shape, writer.write, skip_bad, workers)
             return {"skipped": [p for p, _ in skipped], "messages": [m for _, m in skipped[:3]]}
 
-        path, info = cached_images(croot, description, n, item_shape, build)
+        def valid(info: dict) -> bool:      # what is read back below: skipped positions and their messages
+            skipped, messages = info.get("skipped"), info.get("messages")
+            return (isinstance(skipped, list) and all(type(p) is int and 0 <= p < n for p in skipped)
+                    and isinstance(messages, list) and all(isinstance(m, str) for m in messages))
+
+        path, info = cached_images(croot, description, n, item_shape, build, valid)
         skipped = list(zip(info["skipped"], info["messages"] + [""] * len(info["skipped"])))
     else:
         arr = np.empty((n, *item_shape), dtype=np.uint8)
