@@ -421,8 +421,8 @@ def test_render_any_number_of_sequences(tmp_path, monkeypatch, names, n):
     import vgm.models.sequences as seq
     import vgm.plots as plots
     figures, arrays = [], []
-    real_bytes = seq._figure_bytes
-    monkeypatch.setattr(seq, "_figure_bytes", lambda fig: (figures.append(fig), real_bytes(fig))[1])
+    real_save = seq.save_figure
+    monkeypatch.setattr(seq, "save_figure", lambda fig, path, **kw: (figures.append(fig), real_save(fig, path, **kw))[1])
     monkeypatch.setattr(plots, "save_png", lambda path, array, scale=4: arrays.append(array))
     text = text_model(VRNN, names)
     x = names.test[:n]

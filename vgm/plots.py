@@ -21,6 +21,16 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, path: str | Path, dpi: int = 100, tight: bool = False) -> str:
+    """Write a matplotlib figure as PNG, atomically (a reader never sees half a file), close it, and return the
+    file's name. tight: crop the canvas to what is drawn (bbox_inches="tight")."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, **({"bbox_inches": "tight"} if tight else {}))
+    pyplot().close(fig)
+    atomic_write(path, buf.getvalue())
+    return Path(path).name
+
+
 def grid(images: torch.Tensor, ncol: int | None = None, pad: int = 1) -> np.ndarray:
     """(N, C, H, W) values in [0, 1] -> one (rows*H, cols*W[, 3]) array with `pad` pixels between tiles."""
     x = images.detach().float().clamp(0, 1).cpu().numpy()
@@ -76,10 +86,7 @@ def save_points(path: str | Path, points: torch.Tensor, recons: torch.Tensor | N
     ax.set_aspect("equal", adjustable="datalim")
     if title:
         ax.set_title(title, fontsize=9)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write(path, buf.getvalue())
+    save_figure(fig, path, dpi=120)
 
 
 def save_csv(path: str | Path, columns: dict[str, torch.Tensor], names: list[str] | None = None) -> None:

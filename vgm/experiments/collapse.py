@@ -14,6 +14,7 @@ import torch
 
 from ..data import load as load_data
 from ..evaluate import evaluate
+from ..plots import save_figure
 from ..registry import register_experiment
 from ..models.seqvae import SeqVAE, SeqVAEConfig
 from ..data.tokens import to_text
@@ -93,5 +94,4 @@ def figure(path: Path, curves: dict, rows: list[dict]) -> None:
         b.bar([u + i * width for u in range(len(kl))], kl, width, label=f"{r['variant']} ({r['active units']} active)")
     b.set(xlabel="latent unit", ylabel="test KL per unit [nats]", title="where the information goes")
     b.legend(fontsize=7)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)

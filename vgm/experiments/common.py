@@ -1,7 +1,6 @@
 """What the experiments share: which datasets to run on, in-process training, and saving matplotlib figures."""
 from __future__ import annotations
 
-import io
 import os
 import sys
 import time
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import atomic_write
+from .. import plots
 from ..data import DATA_DIR_ENV, Splits
 from ..data import load as load_data
 from ..train import TrainConfig, fit
@@ -83,9 +82,8 @@ def train(cls, data: Splits, epochs: int, seed: int, batch_size: int = 128, lr: 
 
 
 def pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """vgm.plots.pyplot in the experiments' figure style."""
+    plt = plots.pyplot()
     plt.rcParams.update({"figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
                          "axes.spines.right": False, "font.size": 10,
                          "figure.constrained_layout.use": True})
@@ -93,12 +91,8 @@ def pyplot():
 
 
 def save_figure(fig, path: Path) -> str:
-    """Write a matplotlib figure as PNG (atomically), close it, and return its file name."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    pyplot().close(fig)
-    atomic_write(path, buf.getvalue())
-    return Path(path).name
+    """vgm.plots.save_figure, cropped to what is drawn; returns the file name."""
+    return plots.save_figure(fig, path, tight=True)
 
 
 def show_grid(ax, images: torch.Tensor, title: str, ncol: int | None = None) -> None:

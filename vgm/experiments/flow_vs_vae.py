@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import atomic_write
 from ..data import DATA_DIR_ENV
 from ..data import load as load_data
 from ..evaluate import evaluate
 from ..flows import MAF
+from ..plots import save_figure
 from ..registry import register_experiment
 from ..train import TrainConfig, fit
 from ..models.vae import VAE
@@ -47,7 +47,6 @@ def train(model, data, epochs: int, batch_size: int, seed: int) -> tuple[list[di
 
 def figure(path: Path, panels: list[tuple[str, dict]]) -> None:
     """One row per dataset: flow samples, VAE samples, validation curves."""
-    import io
 
     import matplotlib
     matplotlib.use("Agg")
@@ -70,10 +69,7 @@ def figure(path: Path, panels: list[tuple[str, dict]]) -> None:
         lo = min(-p["flow_hist"][skip]["val"]["loss"], p["vae_hist"][skip]["val"]["elbo"])
         ax[2].set_ylim(bottom=lo / p["bits"])
         ax[2].legend()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    atomic_write(path, buf.getvalue())
+    save_figure(fig, path, dpi=90)
 
 
 @register_experiment("flow-vs-vae")

@@ -1,12 +1,10 @@
 """The 2-D picture: a flow's density as a heat map beside samples drawn from it."""
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
 
-from ..checkpoint import atomic_write
+from ..plots import pyplot, save_figure
 
 
 @torch.no_grad()
@@ -21,9 +19,7 @@ def density_grid(model, lim: float, n: int = 200) -> tuple[np.ndarray, np.ndarra
 
 
 def save_density_and_samples(path, model, samples: torch.Tensor, lim: float | None = None) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     s = samples.detach().cpu().numpy()
     lim = lim or float(max(4.0, np.quantile(np.abs(s), 0.995) * 1.1))
@@ -33,7 +29,4 @@ def save_density_and_samples(path, model, samples: torch.Tensor, lim: float | No
     ax[0].set_title(f"{model.kind}: density p(x)")
     ax[1].scatter(s[:, 0], s[:, 1], s=2, alpha=0.5)
     ax[1].set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", title=f"{len(s)} samples")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write(path, buf.getvalue())
+    save_figure(fig, path)

@@ -7,7 +7,6 @@ mask(x) gives the (N, T) bool mask of real steps; trim(x) cuts a batch to its lo
 """
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 
 from ..base import Model
 from ..checkpoint import atomic_write
+from ..plots import pyplot, save_figure
 from ..data.tokens import BOS, EOS, FIRST, PAD, UNK, to_text
 
 LIKELIHOODS = ("categorical", "gaussian")
@@ -207,21 +207,6 @@ def evaluate_sequences(model, x: torch.Tensor, iw_samples: int = 1000, batch_siz
 
 # ----- text and plots ---------------------------------------------------------------------------------------
 
-def pyplot():
-    """matplotlib's pyplot on the file-only Agg backend."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _figure_bytes(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    pyplot().close(fig)
-    return buf.getvalue()
-
-
 def is_row_image(x: torch.Tensor) -> bool:
     """Digits read row by row, (N, rows, values) with as many rows as values (8 or 28): drawn as images."""
     return x.dim() == 3 and x.shape[1] == x.shape[2] and x.shape[1] in (8, 28)
@@ -244,7 +229,7 @@ def write_text(path: Path, lines: list[str], title: str = "", width: float = 4) 
     ax.text(0, 1, "\n".join(lines), va="top", family="monospace", fontsize=9, transform=ax.transAxes)
     if title:
         ax.set_title(title)
-    atomic_write(path, _figure_bytes(fig))
+    save_figure(fig, path, tight=True)
 
 
 def series_figure(path: Path, panels: list[tuple[str, list[tuple[torch.Tensor, str, str]]]], title: str = "") -> None:
@@ -268,7 +253,7 @@ def series_figure(path: Path, panels: list[tuple[str, list[tuple[torch.Tensor, s
         axes.flat[0].legend(fontsize=7)
     if title:
         fig.suptitle(title)
-    atomic_write(path, _figure_bytes(fig))
+    save_figure(fig, path, tight=True)
 
 
 def render(model, x: torch.Tensor, path: str | Path, title: str = "", recon: torch.Tensor | None = None) -> None:

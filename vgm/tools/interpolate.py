@@ -16,10 +16,11 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import atomic_write, load
+from ..checkpoint import load
 from ..data.tokens import encode_known, to_text
 from ..errors import VgmError
 from ..models.sequences import SequenceModel, is_row_image, row_images, series_figure, trim, write_text
+from ..plots import save_figure
 from ..registry import register_command
 from ..train import resolve_device
 
@@ -91,16 +92,6 @@ def points_figure(path: Path, data: torch.Tensor, rows: dict[str, torch.Tensor],
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=9)
     save_figure(fig, path)
-
-
-def save_figure(fig, path: Path) -> None:
-    import io
-
-    from ..plots import pyplot
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    pyplot().close(fig)
-    atomic_write(path, buf.getvalue())
 
 
 def check_kind(model, run_dir: Path) -> None:

@@ -6,16 +6,15 @@ its row: dimensions with KL ≈ 0 carry nothing (their rows do not change), the 
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
-from ..checkpoint import atomic_write, load
+from ..checkpoint import load
 from ..errors import VgmError
-from ..plots import grid, pyplot
+from ..plots import grid, pyplot, save_figure
 from ..registry import register_command
 from ..train import resolve_device
 
@@ -90,10 +89,7 @@ def save_traversals(path: str | Path, model, x0: torch.Tensor, data: torch.Tenso
     ax.set_yticks([])
     ax.set_title(title or f"latent traversals over ±{span:g} prior standard deviations\n(first column: the image)",
                  fontsize=9)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write(path, buf.getvalue())
+    save_figure(fig, path)
     return kl
 
 
