@@ -51,7 +51,8 @@ class TrainConfig:
     workers: int = field(default=0, metadata={"help": "processes that decode image files and read data streamed "
                                                       "from the disk cache (0: the training process)"})
     lr_schedule: str = field(default="constant", metadata={"choices": SCHEDULES, "help": "the learning rate after "
-                             "the warm-up: constant, or cosine-annealed to 0 over the run's steps (vgm.train.lr_factor)"})
+                             "the warm-up: constant, or cosine-annealed to 0 over the run's --epochs (a resume that changes --epochs "
+                             "stretches what is left of it; vgm.train.lr_factor)"})
     warmup: int = field(default=0, metadata={"help": "steps over which the learning rate rises linearly from 0"})
     clip_grad: float = field(default=0.0, metadata={"help": "clip the gradient of the model's parameters to this "
                              "global norm (0: off); the share of steps clipped is logged as `clipped`"})
