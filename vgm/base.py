@@ -28,6 +28,9 @@ class Model(nn.Module):
     # log wrong numbers or fail. The trainer's batch plan merges a last batch smaller than this into the one
     # before it (training and validation, one process or torchrun), so every example is still seen each epoch.
     min_batch: ClassVar[int] = 1
+    # A line `vgm train` prints after its summary, about what the logged numbers of this model are and are not
+    # ("{run}" becomes the run folder); None: nothing to add. It is the model's own, so no other model prints it.
+    training_note: ClassVar[str | None] = None
 
     def __init__(self, config: Any = None, **kwargs: Any):
         super().__init__()

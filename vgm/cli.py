@@ -40,7 +40,8 @@ KIND_WORDS = {"images": "images", "vectors": "vectors", "tokens": "text (token s
 
 def train_parser(kind: str) -> tuple[Parser, list[str], list[str]]:
     cls = MODELS[kind]
-    p = Parser(prog=f"vgm train {kind}", description=(cls.__doc__ or "").strip().splitlines()[0])
+    p = Parser(prog=f"vgm train {kind}", description=next(iter((cls.__doc__ or "").strip().splitlines()),
+                                                           f"train a {kind} model"))
     d = p.add_argument_group("data")
     d.add_argument("--data", default=None, metavar="NAME|PATH",
                    help=f"a data set: {', '.join(datasets_for(kind))} (default: {cls.default_data}); or your own "
@@ -223,9 +224,8 @@ def cmd_train(argv: list[str]) -> int:
         best = max(history, key=lambda r: selection_score(r["val"]))
         print(f"done: best validation epoch {best['epoch']}: " +
               ", ".join(f"{k} {v:.3f}" for k, v in best["val"].items()) + f"; model in {out}")
-        if "tc" in best["val"]:
-            print("  (mi, tc, dwkl above are minibatch estimates, biased for batches much smaller than the data; "
-                  f"`vgm evaluate {out}` estimates them against the training set's aggregate posterior)")
+        if model.training_note:                 # the model's own word on its logged numbers (vgm.base.Model)
+            print("  " + model.training_note.replace("{run}", str(out)))
     return 0
 
 

@@ -52,6 +52,8 @@ class TCVAE(VAE):
     priors = ("standard",)    # its loss takes the closed-form KL against N(0, I): no flow prior
     default_iw_samples = 50     # conv decoders on 64x64 / 32x32 images: K = 50 takes about a minute on a CPU
     min_batch = 2               # its loss couples the batch: never a batch of one (vgm.base.Model.min_batch)
+    training_note = ("(mi, tc, dwkl above are minibatch estimates, biased for batches much smaller than the data; "
+                     "`vgm evaluate {run}` estimates them against the training set's aggregate posterior)")
 
     def __init__(self, config: TCVAEConfig | None = None, **kwargs):
         super().__init__(config, **kwargs)
